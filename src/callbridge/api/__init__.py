@@ -1,0 +1,1 @@
+"""The HTTP surface under /api: calls, Telnyx webhooks, health and readiness."""

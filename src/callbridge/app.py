@@ -1,0 +1,109 @@
+"""The ASGI application factory: wires settings, store, hub, carrier and routes together."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from callbridge import __version__
+from callbridge.api import calls as calls_api
+from callbridge.api import health as health_api
+from callbridge.api import webhooks as webhooks_api
+from callbridge.api.errors import install_error_handlers
+from callbridge.calls.carrier import CallControl
+from callbridge.calls.service import CallService, Endpoints
+from callbridge.carrier.telnyx.client import TelnyxClient
+from callbridge.carrier.telnyx.webhooks import WebhookVerifier
+from callbridge.config import Settings
+from callbridge.hub.base import open_hub
+from callbridge.logs import get_logger
+from callbridge.runtime import Runtime
+from callbridge.store.sql import open_store
+from callbridge.ws.events import call_events_endpoint
+
+__all__ = ["ConfigurationError", "create_app"]
+
+log = get_logger(__name__)
+
+
+class ConfigurationError(RuntimeError):
+    """The settings cannot make a working service; the message says what to set."""
+
+
+def _carrier(settings: Settings) -> CallControl:
+    if settings.telnyx_api_key is None:
+        raise ConfigurationError("TELNYX_API_KEY is not set and no simulator was started")
+    return TelnyxClient(
+        base_url=settings.telnyx_base_url,
+        api_key=settings.telnyx_api_key.get_secret_value(),
+        connection_id=settings.telnyx_connection_id,
+        timeout=settings.telnyx_timeout,
+        max_retries=settings.telnyx_max_retries,
+    )
+
+
+def _verifier(settings: Settings) -> WebhookVerifier:
+    if not settings.telnyx_public_key:
+        raise ConfigurationError(
+            "TELNYX_PUBLIC_KEY is not set: webhooks cannot be verified. Copy the public key "
+            "from Mission Control (API keys → Public key)."
+        )
+    try:
+        return WebhookVerifier(settings.telnyx_public_key, settings.webhook_tolerance)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from exc
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the service; resources are opened in the lifespan, so import has no side effects."""
+    verifier = _verifier(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = await open_store(settings.database_url)
+        hub = open_hub(settings.broker_url)
+        await hub.start()
+        carrier = _carrier(settings)
+        calls = CallService(
+            store=store,
+            hub=hub,
+            carrier=carrier,
+            endpoints=Endpoints(stream_url=settings.stream_url, webhook_url=settings.webhook_url),
+            default_from=settings.default_from,
+            auto_answer=settings.auto_answer,
+        )
+        app.state.runtime = Runtime(settings, store, hub, calls, verifier)
+        head = await store.head()
+        log.info(
+            "callbridge started",
+            version=__version__,
+            seq=head.last_seq,
+            store=store.dialect,
+            broker=settings.broker_url.split("://")[0],
+            stream_url=settings.stream_url,
+            webhook_url=settings.webhook_url,
+            ping_interval=settings.ws_ping_interval,
+        )
+        try:
+            yield
+        finally:
+            await calls.drain()
+            await carrier.close()
+            await hub.close()
+            await store.close()
+            log.info("callbridge stopped")
+
+    app = FastAPI(
+        title="callbridge",
+        version=__version__,
+        summary="Telnyx Call Control to browsers: call events and live audio over WebSockets.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health_api.router)
+    app.include_router(calls_api.router)
+    app.include_router(webhooks_api.router)
+    app.add_api_websocket_route("/call-events", call_events_endpoint)
+    return app

@@ -1,0 +1,1 @@
+"""Carriers: everything that knows a carrier's wire formats lives below this package."""

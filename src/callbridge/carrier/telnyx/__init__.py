@@ -1,0 +1,1 @@
+"""Telnyx Call Control v2: REST client, webhook verification and parsing."""

@@ -1,0 +1,258 @@
+"""Typed settings: one object, read from the environment and an optional `.env` file.
+
+Every field carries its default and a one-line description; `docs/configuration.md` and
+`callbridge config` are generated from these definitions so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "normalise_database_url"]
+
+DEFAULT_TELNYX_BASE_URL = "https://api.telnyx.com/v2"
+
+
+def _env(name: str) -> Any:
+    """Bind a field to exactly one environment variable name (case-insensitive)."""
+    return AliasChoices(name)
+
+
+def normalise_database_url(url: str) -> str:
+    """Map the URLs operators write (`sqlite:///x.db`, `postgresql://…`) to async drivers."""
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url.removeprefix(prefix)
+    return url
+
+
+class Settings(BaseSettings):
+    """Everything an operator may set. Environment variables win over `.env`."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        case_sensitive=False,
+    )
+
+    # --- Telnyx -----------------------------------------------------------------------------
+    telnyx_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=_env("TELNYX_API_KEY"),
+        description="Telnyx API v2 key. Unset: callbridge runs against its built-in simulator.",
+    )
+    telnyx_public_key: str | None = Field(
+        None,
+        validation_alias=_env("TELNYX_PUBLIC_KEY"),
+        description="Base64 Ed25519 public key (Mission Control) that verifies webhook signatures.",
+    )
+    telnyx_connection_id: str = Field(
+        "callbridge-sim",
+        validation_alias=_env("TELNYX_CONNECTION_ID"),
+        description="Call Control application (connection) id used when dialing.",
+    )
+    telnyx_base_url: str = Field(
+        DEFAULT_TELNYX_BASE_URL,
+        validation_alias=_env("TELNYX_BASE_URL"),
+        description="Base URL of the Telnyx REST API; every Telnyx REST call honours it.",
+    )
+    telnyx_timeout: float = Field(
+        10.0,
+        validation_alias=_env("CALLBRIDGE_TELNYX_TIMEOUT"),
+        description="Seconds before a Telnyx REST request times out (it is then retried).",
+    )
+    telnyx_max_retries: int = Field(
+        3,
+        ge=0,
+        le=10,
+        validation_alias=_env("CALLBRIDGE_TELNYX_MAX_RETRIES"),
+        description="Retries of a Telnyx command on 5xx, 429 or timeout (same command_id).",
+    )
+    webhook_tolerance: int = Field(
+        300,
+        ge=1,
+        validation_alias=_env("CALLBRIDGE_WEBHOOK_TOLERANCE"),
+        description="Largest accepted gap in seconds between telnyx-timestamp and our clock.",
+    )
+    webhook_max_bytes: int = Field(
+        256 * 1024,
+        ge=1024,
+        validation_alias=_env("CALLBRIDGE_WEBHOOK_MAX_BYTES"),
+        description="Largest webhook body accepted; larger ones get 413.",
+    )
+
+    # --- The service ------------------------------------------------------------------------
+    host: str = Field(
+        "0.0.0.0",
+        validation_alias=_env("CALLBRIDGE_HOST"),
+        description="Interface the service listens on.",
+    )
+    port: int = Field(
+        5006,
+        ge=0,
+        le=65535,
+        validation_alias=_env("CALLBRIDGE_PORT"),
+        description="TCP port of the service (the old Node backend's port).",
+    )
+    public_url: str | None = Field(
+        None,
+        validation_alias=_env("CALLBRIDGE_PUBLIC_URL"),
+        description="Public https:// base; stream_url (wss://…/audio-stream) and webhook_url "
+        "derive from it. Unset: http://127.0.0.1:<port>.",
+    )
+    default_from: str = Field(
+        "+15550100000",
+        validation_alias=_env("CALLBRIDGE_DEFAULT_FROM"),
+        description="Caller id used when a dial request gives no `from`.",
+    )
+    auto_answer: bool = Field(
+        True,
+        validation_alias=_env("CALLBRIDGE_AUTO_ANSWER"),
+        description="Answer inbound calls (with streaming to this service) as soon as they arrive.",
+    )
+    database_url: str = Field(
+        "sqlite+aiosqlite:///./callbridge.db",
+        validation_alias=_env("CALLBRIDGE_DATABASE_URL"),
+        description="Store: sqlite:///file.db (default) or postgresql://user@host/db.",
+    )
+    broker_url: str = Field(
+        "memory://",
+        validation_alias=_env("CALLBRIDGE_BROKER_URL"),
+        description="Hub: memory:// (one process) or redis://host:6379/0 (several instances).",
+    )
+    ws_ping_interval: float = Field(
+        20.0,
+        ge=0,
+        validation_alias=_env("CALLBRIDGE_WS_PING_INTERVAL"),
+        description="Seconds between WebSocket protocol pings; keep it below the proxy's "
+        "read timeout. 0 disables pings.",
+    )
+    ws_ping_timeout: float = Field(
+        20.0,
+        gt=0,
+        validation_alias=_env("CALLBRIDGE_WS_PING_TIMEOUT"),
+        description="Seconds a peer has to answer a ping before its connection is closed.",
+    )
+    events_replay_max: int = Field(
+        10_000,
+        ge=1,
+        validation_alias=_env("CALLBRIDGE_EVENTS_REPLAY_MAX"),
+        description="Most events replayed to a resuming /call-events client; further behind, "
+        "it is told to refetch.",
+    )
+    events_queue_size: int = Field(
+        1024,
+        ge=8,
+        validation_alias=_env("CALLBRIDGE_EVENTS_QUEUE_SIZE"),
+        description="Live events buffered per /call-events client before it catches up from "
+        "the store instead.",
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto",
+        validation_alias=_env("CALLBRIDGE_LOG_FORMAT"),
+        description="json for production, console for a terminal; auto picks by whether "
+        "stderr is a terminal.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info",
+        validation_alias=_env("CALLBRIDGE_LOG_LEVEL"),
+        description="Lowest level logged.",
+    )
+
+    # --- The embedded simulator -------------------------------------------------------------
+    sim_host: str = Field(
+        "127.0.0.1",
+        validation_alias=_env("CALLBRIDGE_SIM_HOST"),
+        description="Interface of the embedded Telnyx simulator (simulator mode only).",
+    )
+    sim_port: int = Field(
+        5007,
+        ge=0,
+        le=65535,
+        validation_alias=_env("CALLBRIDGE_SIM_PORT"),
+        description="Port of the embedded Telnyx simulator (simulator mode only).",
+    )
+    sim_signing_seed: SecretStr | None = Field(
+        None,
+        validation_alias=_env("CALLBRIDGE_SIM_SIGNING_SEED"),
+        description="Base64 32-byte Ed25519 seed of the simulator's webhook key; unset: a "
+        "fresh key per start.",
+    )
+    sim_pace: float = Field(
+        1.0,
+        gt=0,
+        validation_alias=_env("CALLBRIDGE_SIM_PACE"),
+        description="Simulator time scale: 1.0 is real time, 0.05 makes rings and calls 20x "
+        "shorter (tests).",
+    )
+
+    @field_validator("telnyx_base_url", "public_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        return normalise_database_url(value)
+
+    @property
+    def simulator_mode(self) -> bool:
+        """No Telnyx key: the embedded simulator plays Telnyx."""
+        return self.telnyx_api_key is None
+
+    @property
+    def effective_public_url(self) -> str:
+        """The public base every URL handed to Telnyx is built from."""
+        if self.public_url:
+            return self.public_url
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def stream_url(self) -> str:
+        """Where Telnyx opens the media WebSocket: ws(s)://…/audio-stream."""
+        base = self.effective_public_url
+        scheme, _, rest = base.partition("://")
+        ws_scheme = "wss" if scheme == "https" else "ws"
+        return f"{ws_scheme}://{rest}/audio-stream"
+
+    @property
+    def webhook_url(self) -> str:
+        """Where Telnyx posts call webhooks for calls we dial or answer."""
+        return f"{self.effective_public_url}/api/webhooks/telnyx"
+
+    def masked(self) -> dict[str, tuple[str, str]]:
+        """Effective settings as env-name → (shown value, description), secrets masked."""
+        shown: dict[str, tuple[str, str]] = {}
+        for name, field in type(self).model_fields.items():
+            alias = field.validation_alias
+            env_name = alias.choices[0] if isinstance(alias, AliasChoices) else name.upper()
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                text = "********" if value.get_secret_value() else ""
+            elif value is None:
+                text = ""
+            else:
+                text = str(value)
+            if name == "database_url":
+                text = _mask_url_password(text)
+            shown[str(env_name)] = (text, field.description or "")
+        return shown
+
+
+def _mask_url_password(url: str) -> str:
+    """Hide the password of a database URL, keep the rest readable."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user, colon, _ = creds.partition(":")
+    return f"{scheme}://{user}{':****' if colon else ''}@{host}"

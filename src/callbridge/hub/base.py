@@ -1,0 +1,59 @@
+"""The hub interface, and the per-subscriber bounded queue every broker uses."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from callbridge.calls.events import StoredEvent
+from callbridge.metrics import EVENT_SUBSCRIBER_OVERFLOWS
+
+__all__ = ["EventSubscription", "Hub", "open_hub"]
+
+
+class EventSubscription:
+    """A bounded queue of live events for one subscriber.
+
+    Events are lossless, but a live queue need not be: when it is full the subscriber is marked
+    `lagged` and later catches up from the store, which holds every event. Nothing waits on a
+    slow subscriber.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self.queue: asyncio.Queue[StoredEvent] = asyncio.Queue(maxsize)
+        self.lagged = False
+
+    def offer(self, event: StoredEvent) -> None:
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.lagged = True
+            EVENT_SUBSCRIBER_OVERFLOWS.inc()
+
+    async def get(self) -> StoredEvent:
+        return await self.queue.get()
+
+
+class Hub(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise if the broker cannot be reached."""
+
+    async def publish_event(self, event: StoredEvent) -> None:
+        """Hand a stored event to every subscriber of every instance."""
+
+    def subscribe_events(self, maxsize: int) -> EventSubscription: ...
+
+    def unsubscribe_events(self, subscription: EventSubscription) -> None: ...
+
+
+def open_hub(url: str) -> Hub:
+    """The hub for a broker URL."""
+    if url.startswith("memory://"):
+        from callbridge.hub.memory import MemoryHub
+
+        return MemoryHub()
+    raise ValueError(f"unsupported broker URL scheme in {url.split('://')[0]!r}; use memory://")

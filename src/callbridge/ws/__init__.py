@@ -1,0 +1,1 @@
+"""The WebSocket surface: /call-events (and, with the media issue, the audio paths)."""

@@ -1,0 +1,68 @@
+"""A minimal WebSocket client on a bare socket: it answers pings only when told to.
+
+Libraries answer pings by themselves; testing what the server does to a client that does not
+needs a client that can stay silent.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import struct
+
+OP_TEXT, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x8, 0x9, 0xA
+
+
+class RawWebSocket:
+    def __init__(self, host: str, port: int, path: str, timeout: float = 15.0) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        self.sock.sendall(request.encode())
+        self.buffer = b""
+        while b"\r\n\r\n" not in self.buffer:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("closed during handshake")
+            self.buffer += chunk
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        self.status = int(head.split(b" ", 2)[1])
+
+    def _read_exact(self, size: int) -> bytes | None:
+        while len(self.buffer) < size:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return None
+            self.buffer += chunk
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+    def read_frame(self) -> tuple[int, bytes] | None:
+        """The next (opcode, payload), or None when the server closed the TCP connection."""
+        header = self._read_exact(2)
+        if header is None:
+            return None
+        opcode, length = header[0] & 0x0F, header[1] & 0x7F
+        if length == 126:
+            raw = self._read_exact(2)
+            assert raw is not None
+            length = struct.unpack("!H", raw)[0]
+        elif length == 127:
+            raw = self._read_exact(8)
+            assert raw is not None
+            length = struct.unpack("!Q", raw)[0]
+        payload = self._read_exact(length)
+        return None if payload is None else (opcode, payload)
+
+    def send(self, opcode: int, payload: bytes) -> None:
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        assert len(payload) < 126
+        self.sock.sendall(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked)
+
+    def close(self) -> None:
+        self.sock.close()
