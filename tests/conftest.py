@@ -33,8 +33,16 @@ def free_port() -> int:
 class ServiceProcess:
     """`callbridge serve` as a subprocess; its JSON log lines are collected as they arrive."""
 
-    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        workdir: Path,
+        args: tuple[str, ...] = ("serve",),
+        ready_event: str = "callbridge ready",
+    ) -> None:
         self.env = env
+        self.args = args
+        self.ready_event = ready_event
         self.workdir = workdir
         self.logs: list[dict[str, Any]] = []
         self.raw_lines: list[str] = []
@@ -58,7 +66,7 @@ class ServiceProcess:
     def start(self) -> ServiceProcess:
         self.logs.clear()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "callbridge", "serve"],
+            [sys.executable, "-m", "callbridge", *self.args],
             env=self.env,
             cwd=self.workdir,
             stdout=subprocess.DEVNULL,
@@ -66,7 +74,7 @@ class ServiceProcess:
         )
         self._reader = threading.Thread(target=self._read, args=(self.process,), daemon=True)
         self._reader.start()
-        self.wait_for_log(lambda e: e.get("event") == "callbridge ready", START_TIMEOUT)
+        self.wait_for_log(lambda e: e.get("event") == self.ready_event, START_TIMEOUT)
         return self
 
     def _read(self, process: subprocess.Popen[bytes]) -> None:

@@ -76,3 +76,17 @@ def test_invalid_setting_is_refused_with_reason(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "CALLBRIDGE_PORT" in result.stderr or "port" in result.stderr
+
+
+def test_unsupported_broker_is_refused_at_start(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "callbridge", "serve", "--port", "0"],
+        env={"PATH": "/usr/bin:/bin", "CALLBRIDGE_BROKER_URL": "kafka://x"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "unsupported broker 'kafka'" in result.stderr

@@ -114,7 +114,7 @@ async def _serve(settings: Settings) -> None:
         await _wait_started(server, task)
         log.info(
             "callbridge ready",
-            url=f"http://{settings.host}:{settings.port}",
+            url=settings.effective_public_url,
             port=settings.port,
             simulator=simulator is not None,
         )

@@ -125,7 +125,8 @@ class Settings(BaseSettings):
     broker_url: str = Field(
         "memory://",
         validation_alias=_env("CALLBRIDGE_BROKER_URL"),
-        description="Hub: memory:// (one process) or redis://host:6379/0 (several instances).",
+        description="Hub: memory:// (one process). redis:// for several instances arrives "
+        "with the scale-out work.",
     )
     ws_ping_interval: float = Field(
         20.0,
@@ -197,6 +198,13 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_trailing_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _known_broker(cls, value: str) -> str:
+        if not value.startswith("memory://"):
+            raise ValueError(f"unsupported broker {value.split('://')[0]!r}; use memory://")
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -15,6 +15,18 @@ import structlog
 __all__ = ["configure_logging", "get_logger"]
 
 
+class _DropQueryStrings(logging.Filter):
+    """uvicorn logs each WebSocket with its query string, where browser tokens may travel."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                arg.split("?", 1)[0] if isinstance(arg, str) and arg.startswith("/") else arg
+                for arg in record.args
+            )
+        return True
+
+
 def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     """Route structlog and the standard library (uvicorn, sqlalchemy) through one renderer."""
     if log_format == "auto":
@@ -53,6 +65,7 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    handler.addFilter(_DropQueryStrings())
     # Library chatter that says nothing an operator needs at info level.
     for name in ("alembic", "httpx", "httpcore"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

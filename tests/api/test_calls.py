@@ -217,3 +217,25 @@ def test_health_ready_and_metrics(api: httpx.Client) -> None:
     assert "callbridge_webhooks_total" in metrics
     assert "callbridge_events_stored_total" in metrics
     assert api.get("/openapi.json").json()["info"]["title"] == "callbridge"
+
+
+def test_answering_an_outbound_call_is_409(api: httpx.Client) -> None:
+    call_id = api.post("/api/calls", json={"to": "+15550100011"}).json()["data"]["call_control_id"]
+    response = api.post(f"/api/calls/{call_id}/answer")
+    assert response.status_code == 409
+    assert response.json()["error"] == "not_answerable"
+    api.post(f"/api/calls/{call_id}/hangup")
+
+
+def test_every_refusal_has_the_same_shape(api: httpx.Client) -> None:
+    for response in (
+        api.get("/api/nowhere"),
+        api.post("/api/calls", json={"to": "nope"}),
+        api.get("/api/calls", params={"limit": 0}),
+        api.delete("/api/calls"),
+    ):
+        body = response.json()
+        assert 400 <= response.status_code < 500
+        assert set(body) == {"error", "detail"}, body
+        assert body["detail"]
+    assert "to" in api.post("/api/calls", json={"to": "nope"}).json()["detail"]

@@ -183,3 +183,11 @@ async def test_events_survive_a_service_restart(tmp_path: Path, signer: WebhookS
             assert welcome["seq"] == before[-1]
             await client.until(lambda m: m["type"] == "replayed")
         assert [m["seq"] for m in client.events()] == before
+
+
+async def test_query_strings_never_reach_the_logs(service: ServiceProcess) -> None:
+    marker = "SECRETMARK" + "x" * 8
+    async with await EventsClient.open(service.ws_url, f"?since=0&epoch={marker}") as client:
+        await client.next()
+    service.wait_for_log(lambda e: e.get("event") == "Welcome message sent to client")
+    assert not any(marker in line for line in service.raw_lines)

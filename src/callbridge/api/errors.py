@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from callbridge.calls.carrier import CarrierError, CarrierUnavailable
-from callbridge.calls.service import CallEnded, CallNotFound
+from callbridge.calls.service import CallEnded, CallNotFound, NotAnswerable
 from callbridge.logs import get_logger
 
 __all__ = ["error_response", "install_error_handlers"]
@@ -20,7 +22,24 @@ def error_response(status: int, error: str, detail: str, **extra: Any) -> JSONRe
     return JSONResponse({"error": error, "detail": detail, **extra}, status_code=status)
 
 
+def _describe(error: Any) -> str:
+    where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+    return f"{where}: {error.get('msg')}" if where else str(error.get("msg"))
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        log.info("Invalid request", path=request.url.path, errors=len(errors))
+        detail = "; ".join(_describe(error) for error in errors) or "invalid request"
+        return error_response(422, "invalid_request", detail)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail))
+
     @app.exception_handler(CallNotFound)
     async def _not_found(request: Request, exc: CallNotFound) -> JSONResponse:
         log.info("Unknown call", path=request.url.path, call_control_id=str(exc))
@@ -31,16 +50,24 @@ def install_error_handlers(app: FastAPI) -> None:
         log.info("Command on an ended call", path=request.url.path, call_control_id=str(exc))
         return error_response(409, "call_ended", f"call {exc} has ended")
 
+    @app.exception_handler(NotAnswerable)
+    async def _not_answerable(request: Request, exc: NotAnswerable) -> JSONResponse:
+        log.info("Answer refused", path=request.url.path, call_control_id=str(exc))
+        return error_response(
+            409, "not_answerable", f"call {exc} is not an inbound call waiting to be answered"
+        )
+
     @app.exception_handler(CarrierError)
     async def _carrier(request: Request, exc: CarrierError) -> JSONResponse:
         unavailable = isinstance(exc, CarrierUnavailable)
-        log.warning(
-            "Telnyx refused a command",
-            path=request.url.path,
-            status=exc.status,
-            code=exc.code,
-            detail=exc.detail,
-        )
+        if not unavailable:  # the client already logged "Telnyx unavailable" once
+            log.warning(
+                "Telnyx refused a command",
+                path=request.url.path,
+                status=exc.status,
+                code=exc.code,
+                detail=exc.detail,
+            )
         return error_response(
             502,
             "carrier_unavailable" if unavailable else "carrier_error",

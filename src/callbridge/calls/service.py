@@ -7,11 +7,12 @@ numbers the resulting events, and only then are they published on the hub.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import secrets
 import uuid
-from collections.abc import Collection, Coroutine
+from collections.abc import AsyncIterator, Collection, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,14 +23,21 @@ from callbridge.calls.carrier import (
     StreamTarget,
 )
 from callbridge.calls.events import CarrierEvent, StoredEvent
-from callbridge.calls.model import Call, CallState
+from callbridge.calls.model import Call, CallState, Direction
 from callbridge.calls.transitions import on_carrier_event, on_dialed, on_stream_token
 from callbridge.hub.base import Hub
 from callbridge.logs import get_logger
 from callbridge.metrics import EVENTS_STORED
 from callbridge.store.base import Applied, Store
 
-__all__ = ["CallEnded", "CallNotFound", "CallService", "DialOptions", "hash_token"]
+__all__ = [
+    "CallEnded",
+    "CallNotFound",
+    "CallService",
+    "DialOptions",
+    "NotAnswerable",
+    "hash_token",
+]
 
 log = get_logger(__name__)
 
@@ -40,6 +48,10 @@ class CallNotFound(LookupError):
 
 class CallEnded(RuntimeError):
     """The command needs a live call and this one has ended."""
+
+
+class NotAnswerable(RuntimeError):
+    """Only an inbound call that is still ringing can be answered."""
 
 
 def hash_token(token: str) -> str:
@@ -141,21 +153,33 @@ class CallService:
         log.info("Call dialed", call_control_id=result.call_control_id, to=options.to)
         return applied.call
 
-    async def _set_stream_token(self, call_control_id: str, token_hash: str) -> None:
-        await self.store.apply(None, call_control_id, lambda c: on_stream_token(c, token_hash))
+    @contextlib.asynccontextmanager
+    async def _stream_token(self, call: Call, token_hash: str) -> AsyncIterator[None]:
+        """Store the next stream's token before asking the carrier; put the old one back if
+        the carrier refuses, so a failed command does not orphan the stream that is running."""
+        call_id = call.call_control_id
+        await self.store.apply(None, call_id, lambda c: on_stream_token(c, token_hash))
+        try:
+            yield
+        except BaseException:
+            previous = call.stream_token_hash
+            await self.store.apply(None, call_id, lambda c: on_stream_token(c, previous))
+            raise
 
     async def answer(self, call_control_id: str) -> Call:
         call = await self.require(call_control_id)
         if call.state is CallState.ENDED:
             raise CallEnded(call_control_id)
+        if call.direction is not Direction.INCOMING or call.state is not CallState.RINGING:
+            raise NotAnswerable(call_control_id)
         stream, token_hash = self._new_stream()
-        await self._set_stream_token(call_control_id, token_hash)
-        await self.carrier.answer(
-            call_control_id,
-            stream=stream,
-            webhook_url=self.endpoints.webhook_url,
-            command_id=str(uuid.uuid4()),
-        )
+        async with self._stream_token(call, token_hash):
+            await self.carrier.answer(
+                call_control_id,
+                stream=stream,
+                webhook_url=self.endpoints.webhook_url,
+                command_id=str(uuid.uuid4()),
+            )
         log.info("Call answered", call_control_id=call_control_id)
         return await self.require(call_control_id)
 
@@ -175,10 +199,10 @@ class CallService:
         if call.state is CallState.ENDED:
             raise CallEnded(call_control_id)
         stream, token_hash = self._new_stream()
-        await self._set_stream_token(call_control_id, token_hash)
-        await self.carrier.start_streaming(
-            call_control_id, stream=stream, command_id=str(uuid.uuid4())
-        )
+        async with self._stream_token(call, token_hash):
+            await self.carrier.start_streaming(
+                call_control_id, stream=stream, command_id=str(uuid.uuid4())
+            )
         return await self.require(call_control_id)
 
     async def stop_streaming(self, call_control_id: str) -> Call:

@@ -139,7 +139,7 @@ def on_dialed(
     return Decision(call, [state_change] if state_change else [])
 
 
-def on_stream_token(existing: Call | None, token_hash: str) -> Decision:
+def on_stream_token(existing: Call | None, token_hash: str | None) -> Decision:
     """Remember the token the carrier will present when it opens the next media stream."""
     if existing is None:
         return Decision(None, [])

@@ -181,6 +181,11 @@ async def call_events_endpoint(websocket: WebSocket) -> None:
                 task.result()
     except WebSocketDisconnect:
         pass
+    except Exception:
+        # Without a close frame the browser would see 1006, the very symptom we exist to end.
+        log.exception("call-events handler failed", cursor=stream.cursor)
+        with contextlib.suppress(Exception):
+            await websocket.close(CloseCode.INTERNAL_ERROR, "internal error; reconnect with since")
     finally:
         runtime.hub.unsubscribe_events(subscription)
         EVENT_CLIENTS.dec()
