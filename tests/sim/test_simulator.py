@@ -69,7 +69,7 @@ def standalone_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service
     sim.stop()
 
 
-def _telnyx_mode(tmp: Path, sim: ServiceProcess, api_key: str) -> dict[str, str]:
+def _telnyx_mode(sim: ServiceProcess, api_key: str) -> dict[str, str]:
     ready = next(e for e in sim.logs if e.get("event") == "simulator ready")
     return {
         "TELNYX_API_KEY": api_key,
@@ -82,7 +82,7 @@ def _telnyx_mode(tmp: Path, sim: ServiceProcess, api_key: str) -> dict[str, str]
 async def test_service_in_telnyx_mode_against_standalone_simulator(
     tmp_path: Path, standalone_sim: ServiceProcess
 ) -> None:
-    with running_service(tmp_path, **_telnyx_mode(tmp_path, standalone_sim, "KEYtest")) as svc:
+    with running_service(tmp_path, **_telnyx_mode(standalone_sim, "KEYtest")) as svc:
         svc.wait_for_log(lambda e: e.get("event") == "callbridge started")
         assert not any(e.get("event", "").startswith("Simulator mode") for e in svc.logs)
         with httpx.Client(base_url=svc.url) as api:
@@ -98,7 +98,7 @@ async def test_service_in_telnyx_mode_against_standalone_simulator(
 
 def test_wrong_api_key_is_a_clear_502(tmp_path: Path, standalone_sim: ServiceProcess) -> None:
     with (
-        running_service(tmp_path, **_telnyx_mode(tmp_path, standalone_sim, "KEYwrong")) as svc,
+        running_service(tmp_path, **_telnyx_mode(standalone_sim, "KEYwrong")) as svc,
         httpx.Client(base_url=svc.url) as api,
     ):
         response = api.post("/api/calls", json={"to": "+15550100004"})
