@@ -1,12 +1,15 @@
-"""Pure-Python groundwork for live call audio (Telnyx media streaming).
+"""Pure-Python audio for live calls (Telnyx media streaming), no I/O.
 
-Media frames arrive as PCMU/PCMA (G.711) or L16 over a WebSocket, possibly out of order;
-``g711`` converts them to and from signed 16-bit little-endian PCM, and ``reorder`` puts them
-back in sequence-number order with bounded latency. Nothing here needs ``audioop`` or numpy.
+Media frames arrive as PCMU/PCMA (G.711) or L16, possibly out of order: ``reorder`` puts them
+back in sequence order with bounded latency and ``frames`` packs them, payload untouched, into
+the binary frame browsers receive. Talk-back goes the other way: ``resample`` and ``talk`` turn
+browser PCM into exact 20 ms frames of the call's codec, with ``g711`` doing the encoding.
+Nothing here needs ``audioop`` or numpy.
 """
 
 from __future__ import annotations
 
+from callbridge.audio.frames import CodecInfo, Track, UnsupportedCodec, codec_info, pack_audio
 from callbridge.audio.g711 import (
     alaw_decode,
     alaw_encode,
@@ -16,13 +19,22 @@ from callbridge.audio.g711 import (
     ulaw_encode,
 )
 from callbridge.audio.reorder import ReorderBuffer
+from callbridge.audio.resample import resampler
+from callbridge.audio.talk import TalkEncoder
 
 __all__ = [
+    "CodecInfo",
     "ReorderBuffer",
+    "TalkEncoder",
+    "Track",
+    "UnsupportedCodec",
     "alaw_decode",
     "alaw_encode",
+    "codec_info",
     "l16_be_to_le",
     "l16_le_to_be",
+    "pack_audio",
+    "resampler",
     "ulaw_decode",
     "ulaw_encode",
 ]
