@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol
 
 from callbridge.calls.events import StoredEvent
+from callbridge.hub.live import AudioItem, LiveQueue, TalkItem
 from callbridge.metrics import EVENT_SUBSCRIBER_OVERFLOWS
 
 __all__ = ["EventSubscription", "Hub", "open_hub"]
@@ -48,6 +50,32 @@ class Hub(Protocol):
     def subscribe_events(self, maxsize: int) -> EventSubscription: ...
 
     def unsubscribe_events(self, subscription: EventSubscription) -> None: ...
+
+    # --- live audio: lossy, never blocks the publisher ------------------------------------
+
+    def publish_audio(self, call_control_id: str, item: AudioItem) -> None:
+        """Offer a frame or notice to every listener of the call, on every instance."""
+
+    def subscribe_audio(
+        self, call_control_id: str, maxsize: int, on_drop: Callable[[], None] | None = None
+    ) -> LiveQueue[AudioItem]: ...
+
+    def unsubscribe_audio(self, call_control_id: str, queue: LiveQueue[AudioItem]) -> None: ...
+
+    def publish_talk(self, call_control_id: str, item: TalkItem) -> None:
+        """Offer talk-back audio or a talk command to the carrier stream of the call."""
+
+    def subscribe_talk(
+        self, call_control_id: str, maxsize: int, on_drop: Callable[[], None] | None = None
+    ) -> LiveQueue[TalkItem]: ...
+
+    def unsubscribe_talk(self, call_control_id: str, queue: LiveQueue[TalkItem]) -> None: ...
+
+    async def claim_talker(self, call_control_id: str, owner: str) -> bool:
+        """Become the one talker of the call; False if someone else is."""
+
+    async def release_talker(self, call_control_id: str, owner: str) -> None:
+        """Stop being the talker (no effect if `owner` is not the talker)."""
 
 
 def open_hub(url: str) -> Hub:
