@@ -21,6 +21,7 @@ from callbridge.hub.base import open_hub
 from callbridge.logs import get_logger
 from callbridge.runtime import Runtime
 from callbridge.store.sql import open_store
+from callbridge.ws.audio import CARRIER_PATH, FRONTEND_PATH, audio_endpoint
 from callbridge.ws.events import call_events_endpoint
 
 __all__ = ["ConfigurationError", "create_app"]
@@ -106,4 +107,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(calls_api.router)
     app.include_router(webhooks_api.router)
     app.add_api_websocket_route("/call-events", call_events_endpoint)
+    app.add_api_websocket_route(CARRIER_PATH, audio_endpoint)
+    app.add_api_websocket_route(FRONTEND_PATH, audio_endpoint)
     return app

@@ -155,6 +155,40 @@ class Settings(BaseSettings):
         description="Live events buffered per /call-events client before it catches up from "
         "the store instead.",
     )
+    media_reorder_window: int = Field(
+        8,
+        ge=0,
+        le=256,
+        validation_alias=_env("CALLBRIDGE_MEDIA_REORDER_WINDOW"),
+        description="Carrier media messages held to put out-of-order frames back in order; "
+        "it bounds the wait for a missing frame (8 messages: 80 ms with both tracks, 160 ms "
+        "with one). 0 forwards in arrival order.",
+    )
+    media_start_timeout: float = Field(
+        10.0,
+        gt=0,
+        validation_alias=_env("CALLBRIDGE_MEDIA_START_TIMEOUT"),
+        description="Seconds a carrier media socket has to send `start` before it is closed.",
+    )
+    media_max_message_bytes: int = Field(
+        256 * 1024,
+        ge=1024,
+        validation_alias=_env("CALLBRIDGE_MEDIA_MAX_MESSAGE_BYTES"),
+        description="Largest carrier media message processed; larger ones are dropped and counted.",
+    )
+    listener_queue_frames: int = Field(
+        50,
+        ge=1,
+        validation_alias=_env("CALLBRIDGE_LISTENER_QUEUE_FRAMES"),
+        description="Audio frames buffered per /frontend-audio listener; when full the oldest "
+        "are dropped (counted), so a slow listener hears live audio, not a backlog.",
+    )
+    talk_max_message_bytes: int = Field(
+        64 * 1024,
+        ge=320,
+        validation_alias=_env("CALLBRIDGE_TALK_MAX_MESSAGE_BYTES"),
+        description="Largest microphone message a browser may send on /frontend-audio.",
+    )
     log_format: Literal["auto", "json", "console"] = Field(
         "auto",
         validation_alias=_env("CALLBRIDGE_LOG_FORMAT"),

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import dataclasses
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 __all__ = [
     "EVENTS_DELIVERED",
     "EVENTS_STORED",
     "EVENT_CLIENTS",
     "EVENT_SUBSCRIBER_OVERFLOWS",
+    "MEDIA",
+    "MEDIA_MALFORMED",
+    "MEDIA_STREAMS_ENDED",
     "TELNYX_REQUESTS",
     "WEBHOOKS",
     "WEBHOOK_SECONDS",
@@ -40,3 +48,110 @@ TELNYX_REQUESTS = Counter(
     "Telnyx REST requests, by command and outcome (ok, retried, error, unavailable).",
     ["command", "outcome"],
 )
+MEDIA_STREAMS_ENDED = Counter(
+    "callbridge_media_streams_ended_total",
+    "Carrier media streams that ended, by outcome (stopped, lost, failed: refused).",
+    ["outcome"],
+)
+MEDIA_MALFORMED = Counter(
+    "callbridge_media_malformed_total",
+    "Frames dropped from carrier media streams or browser sockets as malformed, by kind.",
+    ["source", "kind"],
+)
+
+
+@dataclasses.dataclass(slots=True)
+class MediaStats:
+    """Live-audio counters of one call on this instance; the hot path bumps plain ints."""
+
+    frames_in: int = 0  # media frames received from the carrier
+    bytes_in: int = 0  # their payload bytes
+    frames_out: int = 0  # binary frames sent to listeners
+    bytes_out: int = 0
+    reordered: int = 0
+    late_dropped: int = 0
+    duplicates: int = 0
+    gaps: int = 0
+    listener_drops: int = 0  # frames a slow listener's queue dropped
+    talk_frames: int = 0  # talk-back media frames sent to the carrier
+    talk_drops: int = 0  # talk-back audio dropped because the carrier socket fell behind
+    streams: int = 0  # carrier media sockets open now
+    listeners: int = 0  # browser listeners connected now
+
+    def add(self, other: MediaStats) -> None:
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+
+
+_COUNTERS: tuple[tuple[str, str], ...] = (
+    ("frames_in", "Media frames received from the carrier."),
+    ("bytes_in", "Media payload bytes received from the carrier."),
+    ("frames_out", "Audio frames sent to browser listeners."),
+    ("bytes_out", "Audio bytes (header included) sent to browser listeners."),
+    ("reordered", "Media frames that arrived out of order and were put back in order."),
+    ("late_dropped", "Media frames that arrived after the reorder window had moved past them."),
+    ("duplicates", "Media frames received twice."),
+    ("gaps", "Sequence numbers never received (skipped when the reorder window overflowed)."),
+    ("listener_drops", "Audio frames dropped for slow listeners (their queue was full)."),
+    ("talk_frames", "Talk-back media frames sent to the carrier."),
+    ("talk_drops", "Talk-back audio dropped because the carrier socket fell behind."),
+)
+_GAUGES: tuple[tuple[str, str], ...] = (
+    ("streams", "Carrier media streams connected."),
+    ("listeners", "Browser audio listeners connected."),
+)
+_SERIES = tuple((name, doc, CounterMetricFamily) for name, doc in _COUNTERS) + tuple(
+    (name, doc, GaugeMetricFamily) for name, doc in _GAUGES
+)
+
+
+class MediaRegistry(Collector):
+    """Per-call media counters for calls with a live socket here, and totals since start.
+
+    Per-call series exist only while a stream or listener of that call is connected on this
+    instance, so the label set stays as small as the number of live calls.
+    """
+
+    def __init__(self) -> None:
+        self._live: dict[str, tuple[MediaStats, int]] = {}
+        self._retired = MediaStats()
+
+    def acquire(self, call_control_id: str) -> MediaStats:
+        stats, users = self._live.get(call_control_id, (MediaStats(), 0))
+        self._live[call_control_id] = (stats, users + 1)
+        return stats
+
+    def release(self, call_control_id: str) -> None:
+        stats, users = self._live[call_control_id]
+        if users > 1:
+            self._live[call_control_id] = (stats, users - 1)
+        else:
+            del self._live[call_control_id]
+            self._retired.add(stats)
+
+    def get(self, call_control_id: str) -> MediaStats | None:
+        entry = self._live.get(call_control_id)
+        return entry[0] if entry else None
+
+    def totals(self) -> MediaStats:
+        total = MediaStats()
+        total.add(self._retired)
+        for stats, _users in self._live.values():
+            total.add(stats)
+        return total
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        totals = self.totals()
+        live = sorted(self._live.items())
+        for name, doc, family in _SERIES:
+            yield family(f"callbridge_media_{name}", doc, value=getattr(totals, name))
+            per_call = family(
+                f"callbridge_call_media_{name}", doc + " Per live call.", labels=["call_control_id"]
+            )
+            for call_id, (stats, _users) in live:
+                per_call.add_metric([call_id], getattr(stats, name))
+            yield per_call
+
+
+MEDIA = MediaRegistry()
+REGISTRY.register(MEDIA)

@@ -31,8 +31,10 @@ class DialBody(BaseModel):
     )
     stream_track: Literal["inbound_track", "outbound_track", "both_tracks"] = "both_tracks"
     bidirectional: bool = Field(True, description="Allow talking back (rtp bidirectional mode).")
-    codec: Literal["PCMU", "PCMA", "G722", "OPUS", "AMR-WB", "L16"] | None = Field(
-        None, description="Codec Telnyx streams to us; default: the call's own."
+    codec: Literal["PCMU", "PCMA", "L16"] | None = Field(
+        None,
+        description="Codec Telnyx streams to us; default: the call's own. G722, OPUS and "
+        "AMR-WB are not relayed to browsers.",
     )
     client_state: str | None = Field(None, max_length=4096, description="Base64, echoed back.")
     timeout_secs: int | None = Field(None, ge=5, le=600, description="Ring timeout.")

@@ -77,6 +77,10 @@ class Call:
     client_state: str | None = None
     stream_token_hash: str | None = None
     stream_updated_at: datetime | None = None  # carrier time of the last stream change
+    stream_id: str | None = None  # the media stream that last started (Telnyx stream_id)
+    stream_encoding: str | None = None  # its codec: PCMU, PCMA or L16
+    stream_sample_rate: int | None = None
+    talk_codec: str | None = None  # bidirectional codec asked for; None: no talk-back
     created_at: datetime | None = None
     updated_at: datetime | None = None
     answered_at: datetime | None = None
@@ -96,6 +100,12 @@ class Call:
             "hangup_cause": self.hangup_cause,
             "hangup_source": self.hangup_source,
             "client_state": self.client_state,
+            "media": {
+                "stream_id": self.stream_id,
+                "encoding": self.stream_encoding,
+                "sample_rate": self.stream_sample_rate,
+                "talk_codec": self.talk_codec,
+            },
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),
             "answered_at": _iso(self.answered_at),

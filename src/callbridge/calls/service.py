@@ -22,10 +22,20 @@ from callbridge.calls.carrier import (
     DialRequest,
     StreamTarget,
 )
-from callbridge.calls.events import CarrierEvent, StoredEvent
-from callbridge.calls.model import Call, CallState, Direction
-from callbridge.calls.transitions import on_carrier_event, on_dialed, on_stream_token
+from callbridge.calls.events import STATE_EVENT, CarrierEvent, StoredEvent
+from callbridge.calls.model import Call, CallState, Direction, StreamState
+from callbridge.calls.transitions import (
+    MEDIA_DTMF,
+    MEDIA_ERROR,
+    on_carrier_event,
+    on_dialed,
+    on_media_ended,
+    on_media_note,
+    on_media_started,
+    on_stream_token,
+)
 from callbridge.hub.base import Hub
+from callbridge.hub.live import StreamNotice
 from callbridge.logs import get_logger
 from callbridge.metrics import EVENTS_STORED
 from callbridge.store.base import Applied, Store
@@ -103,6 +113,15 @@ class CallService:
         for event in applied.events:
             EVENTS_STORED.labels(event.type).inc()
             await self.hub.publish_event(event)
+            if event.type == STATE_EVENT and event.payload.get("state") == CallState.ENDED:
+                # Listeners of the call's audio hear it from the audio channel itself.
+                self.hub.publish_audio(
+                    event.call_control_id,
+                    StreamNotice(
+                        "call.ended",
+                        {"reason": "call_ended", "hangup_cause": event.payload.get("hangup_cause")},
+                    ),
+                )
         return applied
 
     def _new_stream(
@@ -154,16 +173,21 @@ class CallService:
         return applied.call
 
     @contextlib.asynccontextmanager
-    async def _stream_token(self, call: Call, token_hash: str) -> AsyncIterator[None]:
+    async def _stream_token(
+        self, call: Call, stream: StreamTarget, token_hash: str
+    ) -> AsyncIterator[None]:
         """Store the next stream's token before asking the carrier; put the old one back if
         the carrier refuses, so a failed command does not orphan the stream that is running."""
         call_id = call.call_control_id
-        await self.store.apply(None, call_id, lambda c: on_stream_token(c, token_hash))
+        talk_codec = stream.bidirectional_codec if stream.bidirectional else None
+        await self.store.apply(None, call_id, lambda c: on_stream_token(c, token_hash, talk_codec))
         try:
             yield
         except BaseException:
-            previous = call.stream_token_hash
-            await self.store.apply(None, call_id, lambda c: on_stream_token(c, previous))
+            previous, previous_codec = call.stream_token_hash, call.talk_codec
+            await self.store.apply(
+                None, call_id, lambda c: on_stream_token(c, previous, previous_codec)
+            )
             raise
 
     async def answer(self, call_control_id: str) -> Call:
@@ -173,7 +197,7 @@ class CallService:
         if call.direction is not Direction.INCOMING or call.state is not CallState.RINGING:
             raise NotAnswerable(call_control_id)
         stream, token_hash = self._new_stream()
-        async with self._stream_token(call, token_hash):
+        async with self._stream_token(call, stream, token_hash):
             await self.carrier.answer(
                 call_control_id,
                 stream=stream,
@@ -199,7 +223,7 @@ class CallService:
         if call.state is CallState.ENDED:
             raise CallEnded(call_control_id)
         stream, token_hash = self._new_stream()
-        async with self._stream_token(call, token_hash):
+        async with self._stream_token(call, stream, token_hash):
             await self.carrier.start_streaming(
                 call_control_id, stream=stream, command_id=str(uuid.uuid4())
             )
@@ -233,6 +257,57 @@ class CallService:
         ):
             self._spawn(self._auto_answer(event.call_control_id))
         return applied.events
+
+    # --- the carrier's media socket ---------------------------------------------------------
+
+    async def media_started(
+        self, call_control_id: str, stream_id: str, encoding: str, sample_rate: int
+    ) -> Call | None:
+        """Record a media stream that said `start`; the call as it now stands."""
+        now = datetime.now(UTC)
+        applied = await self._publish(
+            await self.store.apply(
+                None,
+                call_control_id,
+                lambda c: on_media_started(c, stream_id, encoding, sample_rate, now),
+            )
+        )
+        return applied.call if applied else None
+
+    async def media_ended(
+        self,
+        call_control_id: str,
+        stream_id: str,
+        outcome: StreamState,
+        details: dict[str, Any],
+        *,
+        refused: bool = False,
+    ) -> None:
+        """Record how a media stream ended, so no call stays `streaming` after its socket."""
+        now = datetime.now(UTC)
+        await self._publish(
+            await self.store.apply(
+                None,
+                call_control_id,
+                lambda c: on_media_ended(c, stream_id, outcome, details, now, refused=refused),
+            )
+        )
+
+    async def media_dtmf(self, call_control_id: str, stream_id: str, digit: str) -> None:
+        await self._media_note(
+            call_control_id, MEDIA_DTMF, {"stream_id": stream_id, "digit": digit}
+        )
+
+    async def media_error(self, call_control_id: str, details: dict[str, Any]) -> None:
+        await self._media_note(call_control_id, MEDIA_ERROR, details)
+
+    async def _media_note(self, call_control_id: str, kind: str, payload: dict[str, Any]) -> None:
+        now = datetime.now(UTC)
+        await self._publish(
+            await self.store.apply(
+                None, call_control_id, lambda c: on_media_note(c, kind, payload, now)
+            )
+        )
 
     async def _auto_answer(self, call_control_id: str) -> None:
         try:

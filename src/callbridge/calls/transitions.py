@@ -10,12 +10,29 @@ import dataclasses
 from datetime import datetime
 from typing import Any
 
-from callbridge.calls.carrier import DialRequest, DialResult
+from callbridge.calls.carrier import DialRequest, DialResult, StreamTarget
 from callbridge.calls.events import STATE_EVENT, CarrierEvent, NewEvent
 from callbridge.calls.model import Call, CallState, Direction, StreamState, advance
 from callbridge.store.base import Decision
 
-__all__ = ["on_carrier_event", "on_dialed", "on_stream_token"]
+__all__ = [
+    "MEDIA_DTMF",
+    "MEDIA_ERROR",
+    "MEDIA_STARTED",
+    "MEDIA_STOPPED",
+    "on_carrier_event",
+    "on_dialed",
+    "on_media_ended",
+    "on_media_note",
+    "on_media_started",
+    "on_stream_token",
+]
+
+# Events from the media socket itself (the webhooks have their own `streaming.*` names).
+MEDIA_STARTED = "media.started"
+MEDIA_STOPPED = "media.stopped"
+MEDIA_DTMF = "media.dtmf"
+MEDIA_ERROR = "media.error"
 
 _STATE_OF_EVENT = {
     "call.answered": CallState.ANSWERED,
@@ -45,6 +62,14 @@ def _state_event(before: Call | None, after: Call, at: datetime, reason: str) ->
     if after.state is CallState.ENDED:
         payload["hangup_cause"] = after.hangup_cause
     return NewEvent(STATE_EVENT, after.call_control_id, at, payload)
+
+
+def _with_state_change(
+    existing: Call | None, call: Call, event: NewEvent, at: datetime, reason: str
+) -> Decision:
+    """Store `event`, and a `call.state` after it if the state or the stream changed."""
+    state_change = _state_event(existing, call, at, reason)
+    return Decision(call, [event] if state_change is None else [event, state_change])
 
 
 def _fill(call: Call, event: CarrierEvent) -> None:
@@ -97,13 +122,13 @@ def on_carrier_event(existing: Call | None, event: CarrierEvent) -> Decision:
     if call.state is CallState.ENDED and call.stream is StreamState.ACTIVE:
         call.stream = StreamState.STOPPED
 
-    events = [
-        NewEvent(event.type, call.call_control_id, event.occurred_at, _carrier_payload(event))
-    ]
-    state_change = _state_event(existing, call, event.occurred_at, event.type)
-    if state_change is not None:
-        events.append(state_change)
-    return Decision(call, events)
+    return _with_state_change(
+        existing,
+        call,
+        NewEvent(event.type, call.call_control_id, event.occurred_at, _carrier_payload(event)),
+        event.occurred_at,
+        event.type,
+    )
 
 
 def on_dialed(
@@ -125,12 +150,14 @@ def on_dialed(
             to_number=request.to,
             client_state=request.client_state,
             stream_token_hash=token_hash,
+            talk_codec=_talk_codec(request.stream),
         )
     else:
         call = dataclasses.replace(
             existing,
             direction=Direction.OUTGOING,
             stream_token_hash=token_hash,
+            talk_codec=_talk_codec(request.stream),
             from_number=existing.from_number or request.from_number,
             to_number=existing.to_number or request.to,
             client_state=existing.client_state or request.client_state,
@@ -139,8 +166,86 @@ def on_dialed(
     return Decision(call, [state_change] if state_change else [])
 
 
-def on_stream_token(existing: Call | None, token_hash: str | None) -> Decision:
-    """Remember the token the carrier will present when it opens the next media stream."""
+def on_stream_token(
+    existing: Call | None, token_hash: str | None, talk_codec: str | None
+) -> Decision:
+    """Remember the token the carrier will present when it opens the next media stream, and
+    the codec it expects talk-back audio in."""
     if existing is None:
         return Decision(None, [])
-    return Decision(dataclasses.replace(existing, stream_token_hash=token_hash), [])
+    return Decision(
+        dataclasses.replace(existing, stream_token_hash=token_hash, talk_codec=talk_codec), []
+    )
+
+
+def _talk_codec(stream: StreamTarget) -> str | None:
+    return stream.bidirectional_codec if stream.bidirectional else None
+
+
+def on_media_started(
+    existing: Call | None, stream_id: str, encoding: str, sample_rate: int, at: datetime
+) -> Decision:
+    """A carrier media socket said `start`: the stream is live and its format known."""
+    if existing is None:
+        return Decision(None, [])
+    call = dataclasses.replace(
+        existing, stream_id=stream_id, stream_encoding=encoding, stream_sample_rate=sample_rate
+    )
+    if call.state is not CallState.ENDED:
+        call.state = advance(call.state, CallState.STREAMING)
+        call.stream = StreamState.ACTIVE
+        call.stream_updated_at = at
+    payload = {"stream_id": stream_id, "encoding": encoding, "sample_rate": sample_rate}
+    return _with_state_change(
+        existing,
+        call,
+        NewEvent(MEDIA_STARTED, call.call_control_id, at, payload),
+        at,
+        MEDIA_STARTED,
+    )
+
+
+def on_media_ended(
+    existing: Call | None,
+    stream_id: str,
+    outcome: StreamState,
+    payload: dict[str, Any],
+    at: datetime,
+    *,
+    refused: bool = False,
+) -> Decision:
+    """A carrier media socket ended (`stop`, dropped, or `refused` before it started).
+
+    Only the stream the call currently follows changes the stream state: the end of a stream
+    that a newer one replaced is recorded but changes nothing. A refused stream (a codec we
+    cannot relay) becomes the current one, so the call shows `failed` rather than a stream
+    that never delivers. A call that has ended keeps `stopped`; a socket closing after the
+    hangup is expected, not lost.
+    """
+    if existing is None:
+        return Decision(None, [])
+    call = dataclasses.replace(existing)
+    if refused:
+        call.stream_id = stream_id
+    current = refused or existing.stream_id == stream_id
+    newer_news = existing.stream_updated_at is not None and existing.stream_updated_at > at
+    if current and not newer_news and (refused or existing.stream is StreamState.ACTIVE):
+        call.stream = StreamState.STOPPED if call.state is CallState.ENDED else outcome
+        call.stream_updated_at = at
+    event_payload = {"stream_id": stream_id, "outcome": outcome.value, **payload}
+    return _with_state_change(
+        existing,
+        call,
+        NewEvent(MEDIA_STOPPED, call.call_control_id, at, event_payload),
+        at,
+        f"{MEDIA_STOPPED}:{outcome.value}",
+    )
+
+
+def on_media_note(
+    existing: Call | None, event_type: str, payload: dict[str, Any], at: datetime
+) -> Decision:
+    """A fact from the media socket (a DTMF digit, a carrier error) that changes no state."""
+    if existing is None:
+        return Decision(None, [])
+    return Decision(existing, [NewEvent(event_type, existing.call_control_id, at, payload)])

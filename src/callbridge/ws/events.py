@@ -8,7 +8,6 @@ store, which has every event. Replay and live use the same rule, so nothing fall
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from typing import Any
 
@@ -22,6 +21,7 @@ from callbridge.logs import get_logger
 from callbridge.metrics import EVENT_CLIENTS, EVENTS_DELIVERED
 from callbridge.runtime import Runtime, runtime_of
 from callbridge.ws.close_codes import CloseCode
+from callbridge.ws.duplex import until_either_ends
 
 __all__ = ["call_events_endpoint"]
 
@@ -133,7 +133,6 @@ async def call_events_endpoint(websocket: WebSocket) -> None:
     # Subscribe before reading the head: anything committed later is then surely queued.
     subscription = runtime.hub.subscribe_events(settings.events_queue_size)
     stream = _EventStream(websocket, runtime, call_ids)
-    receiver: asyncio.Task[None] | None = None
     try:
         head = await runtime.store.head()
         await websocket.send_text(
@@ -169,16 +168,7 @@ async def call_events_endpoint(websocket: WebSocket) -> None:
                         {"type": "replayed", "from": since, "to": head.last_seq, "count": count}
                     ).decode()
                 )
-        receiver = asyncio.create_task(_receive_until_closed(websocket))
-        sender = asyncio.create_task(stream.live(subscription))
-        done, pending = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
-                await task
-        for task in done:
-            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-                task.result()
+        await until_either_ends(_receive_until_closed(websocket), stream.live(subscription))
     except WebSocketDisconnect:
         pass
     except Exception:

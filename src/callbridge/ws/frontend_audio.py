@@ -1,0 +1,272 @@
+"""`/frontend-audio`: a browser listens to one call, and may talk into it.
+
+The listener first gets a `format` message (codec, sample rate, byte order, frame layout,
+tracks, call state), then one binary message per carrier frame, starting at live audio. Its
+queue is bounded and drops the oldest audio when the browser cannot keep up, so a slow listener
+never delays the carrier or another listener. When the stream or the call ends it gets an
+`end` message and a normal close.
+
+Talking: `{"type": "talk.start", "encoding": "pcm16", "sample_rate": 16000}`, then binary
+messages of that audio, then `{"type": "talk.stop"}`. One talker per call; the service encodes
+to the call's bidirectional codec in exact 20 ms frames (on whichever instance holds the
+carrier stream, through the hub).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from typing import Any
+
+import orjson
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from callbridge.audio.g711 import alaw_decode, ulaw_decode
+from callbridge.calls.model import CallState
+from callbridge.hub.live import AudioItem, LiveQueue, StreamNotice, TalkAudio, TalkControl
+from callbridge.logs import get_logger
+from callbridge.metrics import MEDIA, MEDIA_MALFORMED, MediaStats
+from callbridge.runtime import Runtime
+from callbridge.ws.audio_format import TALK_INPUTS, TALK_RATES, format_notice
+from callbridge.ws.close_codes import CloseCode, close_reason
+from callbridge.ws.duplex import until_either_ends
+
+__all__ = ["FrontendListener"]
+
+log = get_logger(__name__)
+
+
+def _end(reason: str, **details: Any) -> str:
+    return orjson.dumps({"type": "end", "reason": reason, **details}).decode()
+
+
+class FrontendListener:
+    """One browser socket listening to one call (and maybe talking into it)."""
+
+    def __init__(self, websocket: WebSocket, runtime: Runtime) -> None:
+        self.websocket = websocket
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.call_id = websocket.query_params.get("call_control_id") or ""
+        self.owner = uuid.uuid4().hex
+        self.talk_encoding: str | None = None
+        self.talk_rate = 0
+        self.talk_codec: str | None = None
+        self.current_stream: str | None = None
+        self.sent = 0
+        self._complaints: set[str] = set()
+
+    async def run(self) -> None:
+        websocket = self.websocket
+        await websocket.accept()
+        log.info("Frontend client connected to audio stream", call_control_id=self.call_id)
+        if not self.call_id:
+            await self._close(CloseCode.BAD_REQUEST, "call_control_id query parameter is required")
+            return
+        stats = MEDIA.acquire(self.call_id)
+        # Subscribe before reading the call: a stream that starts in between is then queued.
+        queue = self.runtime.hub.subscribe_audio(
+            self.call_id, self.settings.listener_queue_frames, lambda: _count_drop(stats)
+        )
+        stats.listeners += 1
+        try:
+            await self._listen(queue, stats)
+        except WebSocketDisconnect:
+            pass
+        except Exception:
+            log.exception("frontend-audio handler failed", call_control_id=self.call_id)
+            await self._close(CloseCode.INTERNAL_ERROR, "internal error; reconnect")
+        finally:
+            self.runtime.hub.unsubscribe_audio(self.call_id, queue)
+            if self.talk_encoding is not None:
+                await self._stop_talking()
+            stats.listeners -= 1
+            MEDIA.release(self.call_id)
+            log.info(
+                "Frontend client left audio stream",
+                call_control_id=self.call_id,
+                frames_sent=self.sent,
+                frames_dropped=queue.dropped,
+            )
+
+    async def _listen(self, queue: LiveQueue[AudioItem], stats: MediaStats) -> None:
+        call = await self.runtime.store.get_call(self.call_id)
+        if call is None:
+            await self._close(CloseCode.UNKNOWN_CALL, "unknown call_control_id")
+            return
+        self.talk_codec = call.talk_codec
+        notice = format_notice(call)
+        self.current_stream = notice.data["stream_id"]
+        await self.websocket.send_text(notice.to_json())
+        if call.state is CallState.ENDED:
+            await self.websocket.send_text(_end("call_ended", hangup_cause=call.hangup_cause))
+            await self._close(CloseCode.NORMAL, "call ended")
+            return
+        await until_either_ends(self._receive(), self._send(queue, stats))
+
+    async def _send(self, queue: LiveQueue[AudioItem], stats: MediaStats) -> None:
+        """Queue → socket; returns after the `end` message and close."""
+        send = self.websocket.send
+        while True:
+            item = await queue.get()
+            if type(item) is bytes:
+                await send({"type": "websocket.send", "bytes": item})
+                self.sent += 1
+                stats.frames_out += 1
+                stats.bytes_out += len(item)
+                continue
+            assert isinstance(item, StreamNotice)
+            if await self._notice(item, queue):
+                return
+
+    async def _notice(self, notice: StreamNotice, queue: LiveQueue[AudioItem]) -> bool:
+        """Forward a notice; True if it ended this listener's session."""
+        text = self.websocket.send_text
+        if notice.type == "format":
+            self.current_stream = notice.data.get("stream_id")
+            await text(notice.to_json())
+            return False
+        if notice.type == "stream.stopped":
+            stream_id = notice.data.get("stream_id")
+            if self.current_stream is not None and stream_id != self.current_stream:
+                return False  # an older stream, replaced by the one we follow
+            reason = str(notice.data.get("reason", "stream_stopped"))
+            await text(_end(reason, stream_id=stream_id, frames=self.sent, dropped=queue.dropped))
+            await self._close(CloseCode.NORMAL, reason)
+            return True
+        if notice.type == "call.ended":
+            cause = notice.data.get("hangup_cause")
+            await text(
+                _end("call_ended", hangup_cause=cause, frames=self.sent, dropped=queue.dropped)
+            )
+            await self._close(CloseCode.NORMAL, "call ended")
+            return True
+        await text(notice.to_json())
+        return False
+
+    # --- what the browser says -------------------------------------------------------------
+
+    async def _receive(self) -> None:
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            data = message.get("bytes")
+            if data is not None:
+                await self._talk_audio(data)
+            else:
+                await self._command(message.get("text") or "")
+
+    async def _error(self, kind: str, reason: str, code: CloseCode = CloseCode.BAD_REQUEST) -> None:
+        """Answer bad input with an error message, log it once per kind; the socket lives on."""
+        MEDIA_MALFORMED.labels("browser", kind).inc()
+        if kind not in self._complaints:
+            self._complaints.add(kind)
+            log.info("Bad message on frontend-audio", kind=kind, reason=reason)
+        await self.websocket.send_text(
+            orjson.dumps({"type": "error", "code": int(code), "reason": reason}).decode()
+        )
+
+    async def _command(self, text: str) -> None:
+        try:
+            command: Any = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            await self._error("bad_json", "messages must be JSON objects")
+            return
+        kind = command.get("type") if isinstance(command, dict) else None
+        if kind == "ping":
+            await self.websocket.send_text('{"type":"pong"}')
+        elif kind == "talk.start":
+            await self._start_talking(command)
+        elif kind == "talk.stop":
+            if self.talk_encoding is None:
+                await self._error("not_talking", "talk.stop without talk.start")
+            else:
+                await self._stop_talking()
+                await self.websocket.send_text('{"type":"talk.stopped"}')
+        elif kind in ("clear", "mark"):
+            if self.talk_encoding is None:
+                await self._error("not_talking", f"{kind} needs talk.start first")
+                return
+            name = command.get("name")
+            if kind == "mark" and (not isinstance(name, str) or not name or len(name) > 128):
+                await self._error("bad_mark", "mark needs a name (1-128 characters)")
+                return
+            self.runtime.hub.publish_talk(self.call_id, TalkControl(kind, name=name))
+        else:
+            await self._error("unknown_type", f"unknown message type {str(kind)[:40]!r}")
+
+    async def _start_talking(self, command: dict[str, Any]) -> None:
+        encoding = command.get("encoding", "pcm16")
+        rate = command.get("sample_rate", 8000)
+        if encoding not in TALK_INPUTS:
+            await self._error("bad_talk", f"encoding must be one of {', '.join(TALK_INPUTS)}")
+            return
+        if encoding != "pcm16":
+            rate = 8000
+        if rate not in TALK_RATES:
+            await self._error("bad_talk", "sample_rate must be 8000 or 16000")
+            return
+        if self.talk_codec is None:
+            await self._error(
+                "no_talk_back", "this call's stream is not bidirectional", CloseCode.CONFLICT
+            )
+            return
+        if not await self.runtime.hub.claim_talker(self.call_id, self.owner):
+            await self.websocket.send_text(
+                orjson.dumps(
+                    {
+                        "type": "talk.refused",
+                        "code": int(CloseCode.CONFLICT),
+                        "reason": "another client is talking into this call",
+                    }
+                ).decode()
+            )
+            return
+        self.talk_encoding, self.talk_rate = str(encoding), int(rate)
+        self.runtime.hub.publish_talk(self.call_id, TalkControl("start", sample_rate=int(rate)))
+        await self.websocket.send_text(
+            orjson.dumps(
+                {
+                    "type": "talk.started",
+                    "encoding": encoding,
+                    "sample_rate": rate,
+                    "codec": self.talk_codec,
+                }
+            ).decode()
+        )
+
+    async def _stop_talking(self) -> None:
+        self.runtime.hub.publish_talk(self.call_id, TalkControl("stop"))
+        self.talk_encoding = None
+        await self.runtime.hub.release_talker(self.call_id, self.owner)
+
+    async def _talk_audio(self, data: bytes) -> None:
+        if self.talk_encoding is None:
+            await self._error("not_talking", "binary audio needs talk.start first")
+            return
+        if len(data) > self.settings.talk_max_message_bytes:
+            await self._error(
+                "oversized",
+                f"talk messages are at most {self.settings.talk_max_message_bytes} bytes",
+                CloseCode.TOO_BIG,
+            )
+            return
+        if self.talk_encoding == "pcm16":
+            if len(data) % 2:
+                await self._error("torn_sample", "pcm16 audio needs an even number of bytes")
+                return
+            pcm = data
+        elif self.talk_encoding == "PCMU":
+            pcm = ulaw_decode(data)
+        else:
+            pcm = alaw_decode(data)
+        self.runtime.hub.publish_talk(self.call_id, TalkAudio(pcm, self.talk_rate))
+
+    async def _close(self, code: CloseCode, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.websocket.close(code, close_reason(reason))
+
+
+def _count_drop(stats: MediaStats) -> None:
+    stats.listener_drops += 1
