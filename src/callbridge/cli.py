@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import sys
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Coroutine
+from typing import Annotated, Any, TypeVar
 
+import orjson
 import typer
 import uvicorn
 from pydantic import SecretStr, ValidationError
@@ -20,6 +23,7 @@ from callbridge.logs import configure_logging, get_logger
 __all__ = ["app", "configuration_markdown", "main"]
 
 log = get_logger("callbridge.cli")
+T = TypeVar("T")
 app = typer.Typer(help="callbridge: Telnyx calls to browsers, live.", no_args_is_help=True)
 simulate_app = typer.Typer(help="The Telnyx simulator.", no_args_is_help=True)
 app.add_typer(simulate_app, name="simulate")
@@ -108,7 +112,8 @@ async def _serve(settings: Settings) -> None:
             sim_port=sim_port,
             webhook_public_key=signer.public_key_b64,
         )
-    server = uvicorn.Server(_uvicorn_config(create_app(settings), settings))
+    asgi = create_app(settings)
+    server = uvicorn.Server(_uvicorn_config(asgi, settings))
     task = asyncio.create_task(server.serve(sockets=[main_socket]))
     try:
         await _wait_started(server, task)
@@ -127,13 +132,12 @@ async def _serve(settings: Settings) -> None:
             await simulator.close()
 
 
-def _run(coroutine: Any) -> None:
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
-
-        uvloop.run(coroutine)
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported OS
-        asyncio.run(coroutine)
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
 
 
 @app.command()
@@ -212,44 +216,222 @@ def migrate() -> None:
     asyncio.run(_migrate())
 
 
-@simulate_app.command("serve")
-def simulate_serve(
-    host: Annotated[str, typer.Option(help="Interface.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 5007,
-    webhook_url: Annotated[str | None, typer.Option(help="Where inbound-call webhooks go.")] = None,
-    api_key: Annotated[str | None, typer.Option(help="Bearer key to accept.")] = None,
-    seed: Annotated[
-        str | None, typer.Option(help="Base64 Ed25519 seed of the webhook key.")
-    ] = None,
-    pace: Annotated[float, typer.Option(help="Time scale (1.0 = real time).")] = 1.0,
-) -> None:
-    """Run the Telnyx simulator alone; point a service's TELNYX_BASE_URL at it."""
+@contextlib.asynccontextmanager
+async def _simulator_running(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    public_url: str | None,
+    webhook_url: str | None,
+    api_key: str | None,
+    seed: str | None,
+    pace: float,
+) -> AsyncIterator[tuple[Any, str, asyncio.Task[None]]]:
+    """A standalone simulator, listening; yields it, its TELNYX_BASE_URL and its server task."""
     from callbridge.sim import Simulator, WebhookSigner
 
-    settings = _settings()
-    configure_logging(settings.log_format, settings.log_level)
-    signer = WebhookSigner.from_seed_b64(seed)
+    signer = WebhookSigner.from_seed_b64(seed or _secret(settings.sim_signing_seed))
     simulator = Simulator(
         signer=signer, api_key=api_key, pace=pace, inbound_webhook_url=webhook_url
     )
+    sock = _bind(host, port)
+    server = uvicorn.Server(_uvicorn_config(simulator.app, settings, ping=False))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    await _wait_started(server, task)
+    actual = sock.getsockname()[1]
+    base_url = f"{(public_url or f'http://{host}:{actual}').rstrip('/')}/v2"
+    log.info(
+        "simulator ready",
+        port=actual,
+        TELNYX_BASE_URL=base_url,
+        TELNYX_PUBLIC_KEY=signer.public_key_b64,
+        TELNYX_API_KEY=simulator.api_key,
+    )
+    try:
+        yield simulator, base_url, task
+    finally:
+        server.should_exit = True
+        await task
+        await simulator.close()
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value else None
+
+
+SimHost = Annotated[str, typer.Option(help="Interface the simulator listens on.")]
+SimPort = Annotated[int, typer.Option(help="Port the simulator listens on.")]
+SimPublicUrl = Annotated[
+    str | None,
+    typer.Option(help="How the service reaches the simulator (default http://HOST:PORT)."),
+]
+SimApiKey = Annotated[
+    str | None, typer.Option(help="Bearer key to accept (default: a fresh one, printed).")
+]
+SimSeed = Annotated[
+    str | None,
+    typer.Option(help="Base64 Ed25519 seed of the webhook key (CALLBRIDGE_SIM_SIGNING_SEED)."),
+]
+SimPace = Annotated[float, typer.Option(help="Time scale of scenarios (1.0 = real time).")]
+
+
+@simulate_app.callback(invoke_without_command=True)
+def simulate(
+    ctx: typer.Context,
+    target: Annotated[
+        str | None,
+        typer.Option(help="Drive the callbridge at this URL through a smoke test, then exit."),
+    ] = None,
+    host: SimHost = "127.0.0.1",
+    port: SimPort = 5007,
+    public_url: SimPublicUrl = None,
+    api_key: SimApiKey = None,
+    seed: SimSeed = None,
+    number: Annotated[str, typer.Option(help="Number to dial (a scenario).")] = "+15550100011",
+    step_timeout: Annotated[float, typer.Option(help="Seconds each step may take.")] = 20.0,
+) -> None:
+    """The Telnyx simulator. With --target: play Telnyx for a deployed callbridge (configured with
+    the TELNYX_* values printed at start) and run the runbook's checks through it."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if target is None:
+        Console().print(ctx.get_help())
+        raise typer.Exit(2)
+    settings = _settings()
+    configure_logging(settings.log_format, settings.log_level)
+    from callbridge.sim.smoke import run_smoke
+
+    async def _drive() -> bool:
+        async with _simulator_running(
+            settings,
+            host=host,
+            port=port,
+            public_url=public_url,
+            webhook_url=None,
+            api_key=api_key,
+            seed=seed,
+            pace=1.0,
+        ) as (simulator, base_url, _task):
+            steps = await run_smoke(
+                target,
+                public_key=simulator.signer.public_key_b64,
+                base_url=base_url,
+                number=number,
+                step_timeout=step_timeout,
+                knows_call=lambda call_id: call_id in simulator.calls,
+            )
+        table = Table(title=f"callbridge smoke test against {target}")
+        for column in ("step", "result", "seconds", "detail"):
+            table.add_column(column)
+        for step in steps:
+            mark = "[green]pass[/green]" if step.ok else "[red]FAIL[/red]"
+            table.add_row(step.name, mark, f"{step.seconds:.2f}", step.detail)
+        Console().print(table)
+        passed = len(steps) == SMOKE_STEPS and all(step.ok for step in steps)
+        log.info("smoke test passed" if passed else "smoke test failed", steps=len(steps))
+        return passed
+
+    if not _run(_drive()):
+        raise typer.Exit(1)
+
+
+SMOKE_STEPS = 7
+
+
+@simulate_app.command("load")
+def simulate_load(
+    target: Annotated[str, typer.Option(help="The callbridge to load.")] = "http://127.0.0.1:5006",
+    sim: Annotated[
+        str, typer.Option(help="Its Telnyx simulator (embedded: port 5007).")
+    ] = "http://127.0.0.1:5007",
+    calls: Annotated[int, typer.Option(min=1, help="Concurrent calls.")] = 10,
+    listeners: Annotated[int, typer.Option(min=1, help="Listeners per call.")] = 1,
+    duration: Annotated[float, typer.Option(min=0.1, help="Seconds of audio per call.")] = 10.0,
+    workers: Annotated[int, typer.Option(min=1, help="Load-generator processes.")] = 2,
+    server_pid: Annotated[
+        int | None, typer.Option(help="The service's pid (default: whoever listens on --target).")
+    ] = None,
+    cpus: Annotated[
+        str | None, typer.Option(help="Pin the load to these CPUs, e.g. '1' or '2,3'.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """N simulated calls with L listeners each: delivery, loss, latency and the server's CPU."""
+    from urllib.parse import urlsplit
+
+    from callbridge.sim.load import dial_calls, find_listening_pid, hang_up, run_load
+
+    parts = urlsplit(target)
+    pid = server_pid or find_listening_pid(parts.port or (443 if parts.scheme == "https" else 80))
+    targets = asyncio.run(dial_calls(target, sim, calls))
+    try:
+        result = run_load(
+            targets,
+            listeners=listeners,
+            duration=duration,
+            workers=workers,
+            server_pid=pid,
+            cpus=[int(c) for c in cpus.split(",")] if cpus else None,
+        )
+    finally:
+        asyncio.run(hang_up(target, targets))
+    if as_json:
+        sys.stdout.write(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        table = Table(title=f"{calls} calls x {listeners} listeners, {duration:g} s")
+        table.add_column("measure")
+        table.add_column("value", justify="right")
+        latency = result.latency_ms
+        rows = [
+            ("frames sent", f"{result.sent}"),
+            ("send rate (target)", f"{result.send_rate:.0f}/s ({result.target_rate:.0f}/s)"),
+            ("frames delivered / expected", f"{result.delivered} / {result.expected}"),
+            ("loss", f"{result.loss:.3%} (service dropped {result.dropped})"),
+            ("latency p50 / p90 / p99 / max", " / ".join(f"{latency[k]:.2f} ms" for k in latency)),
+            ("server CPU", _maybe(result.server_cpu_seconds, "{:.2f} s")),
+            ("server CPU per delivered frame", _maybe(result.server_cpu_us_per_frame, "{:.1f} µs")),
+            ("server RSS", _maybe(result.server_rss_mb, "{:.0f} MB")),
+        ]
+        for row in rows:
+            table.add_row(*row)
+        Console().print(table)
+    for error in result.errors:
+        Console(stderr=True).print(f"[red]{error}[/red]")
+    if result.errors:
+        raise typer.Exit(1)
+
+
+def _maybe(value: float | None, template: str) -> str:
+    return "unknown (no --server-pid)" if value is None else template.format(value)
+
+
+@simulate_app.command("serve")
+def simulate_serve(
+    host: SimHost = "127.0.0.1",
+    port: SimPort = 5007,
+    public_url: SimPublicUrl = None,
+    webhook_url: Annotated[str | None, typer.Option(help="Where inbound-call webhooks go.")] = None,
+    api_key: SimApiKey = None,
+    seed: SimSeed = None,
+    pace: SimPace = 1.0,
+) -> None:
+    """Run the Telnyx simulator alone; point a service's TELNYX_BASE_URL at it."""
+    settings = _settings()
+    configure_logging(settings.log_format, settings.log_level)
 
     async def _run_sim() -> None:
-        sock = _bind(host, port)
-        server = uvicorn.Server(_uvicorn_config(simulator.app, settings, ping=False))
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        await _wait_started(server, task)
-        actual = sock.getsockname()[1]
-        log.info(
-            "simulator ready",
-            port=actual,
-            TELNYX_BASE_URL=f"http://{host}:{actual}/v2",
-            TELNYX_PUBLIC_KEY=signer.public_key_b64,
-            TELNYX_API_KEY=simulator.api_key,
-        )
-        try:
-            await task
-        finally:
-            await simulator.close()
+        async with _simulator_running(
+            settings,
+            host=host,
+            port=port,
+            public_url=public_url,
+            webhook_url=webhook_url,
+            api_key=api_key,
+            seed=seed,
+            pace=pace,
+        ) as (_simulator, _base_url, task):
+            await asyncio.shield(task)
 
     _run(_run_sim())
 

@@ -15,10 +15,10 @@ from tests.conftest import ServiceProcess
 
 WAIT = 15.0
 OPENED: list[ClientConnection] = []  # closed by `close_all` after each test
-LONG_CALL = "+15550100011"  # the simulator's hour-long scenario: nothing ends it under test
+NO_MEDIA = "+15550100012"  # an hour-long call whose media side the test plays itself
 
 
-def dial(api: httpx.Client, sim: httpx.Client, to: str = LONG_CALL) -> tuple[str, str]:
+def dial(api: httpx.Client, sim: httpx.Client, to: str = NO_MEDIA) -> tuple[str, str]:
     """Place a call through the service; (call_control_id, the stream token Telnyx was given)."""
     response = api.post("/api/calls", json={"to": to})
     assert response.status_code == 201, response.text

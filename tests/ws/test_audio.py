@@ -584,7 +584,7 @@ async def test_talk_back_at_16khz_is_resampled_to_the_call_rate(
 async def test_talking_needs_a_bidirectional_stream(
     service: ServiceProcess, api: httpx.Client
 ) -> None:
-    response = api.post("/api/calls", json={"to": "+15550100011", "bidirectional": False})
+    response = api.post("/api/calls", json={"to": "+15550100012", "bidirectional": False})
     call_id = response.json()["data"]["call_control_id"]
     listener, announced = await started_listener(service, call_id)
     assert announced["talk"] is None

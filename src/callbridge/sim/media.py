@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
@@ -141,7 +142,8 @@ class TelnyxMediaStream:
         return {
             "event": "dtmf",
             "stream_id": self.stream_id,
-            "occurred_at": occurred_at or "2026-11-27T12:00:00.000000Z",
+            "occurred_at": occurred_at
+            or datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
             "sequence_number": self._next_seq(),
             "dtmf": {"digit": digit},
         }

@@ -26,6 +26,7 @@ class Scenario:
     duplicate_webhooks: bool = False
     shuffle_webhooks: bool = False
     drop_media_socket: bool = False
+    media: bool = True  # False: open no media socket; something else plays Telnyx's media side
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -78,6 +79,14 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario("dtmf", "+15550100010", "Answered; the far end presses 1 2 3 4 #.", dtmf="1234#"),
         Scenario("long", "+15550100011", "Answered; lasts an hour.", talk_seconds=3600.0),
+        Scenario(
+            "no-media",
+            "+15550100012",
+            "Answered and lasts an hour, but the simulator opens no media socket: a test or a "
+            "load generator plays Telnyx's media side with the stream token from /_sim/calls.",
+            talk_seconds=3600.0,
+            media=False,
+        ),
     )
 }
 

@@ -30,6 +30,7 @@ from fastapi.responses import JSONResponse, Response
 from callbridge.logs import get_logger
 from callbridge.sim.scenarios import SCENARIOS, Scenario, scenario_for
 from callbridge.sim.signing import WebhookSigner
+from callbridge.sim.streamer import MediaPlan, SimulatedStream
 
 __all__ = ["SimCall", "Simulator"]
 
@@ -65,6 +66,8 @@ class SimCall:
     alive: bool = True
     answered: bool = False
     streaming: bool = False
+    media: SimulatedStream | None = None  # the media socket, while one is open
+    streams: list[SimulatedStream] = dataclasses.field(default_factory=list)  # all, for /_sim/
     outbox: asyncio.Queue[dict[str, Any]] = dataclasses.field(default_factory=asyncio.Queue)
     tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
 
@@ -214,6 +217,8 @@ class Simulator:
             await self._sleep(0.5)
             if call.alive:
                 self.emit(call, "call.dtmf.received", digit=digit)
+                if call.media is not None:
+                    call.media.dtmf.put_nowait(digit)
         await self._sleep(scenario.talk_seconds)
         if call.alive:
             self._end(call, scenario.hangup_cause, scenario.hangup_source)
@@ -236,8 +241,53 @@ class Simulator:
             return
         call.streaming = True
         self.emit(call, "streaming.started", stream_url=call.stream["stream_url"])
+        if call.scenario.media:
+            media = SimulatedStream(
+                self._media_plan(call), lambda reason: self._media_failed(call, reason)
+            )
+            call.media = media
+            call.streams.append(media)
+            self._spawn(call, media.run())
+
+    def _media_failed(self, call: SimCall, reason: str) -> None:
+        """The media socket could not be opened: Telnyx reports that as streaming.failed."""
+        if call.alive and call.streaming:
+            call.streaming = False
+            call.media = None
+            self.emit(
+                call,
+                "streaming.failed",
+                failure_reason=reason,
+                stream_id=str(uuid.uuid4()),
+                stream_type="websocket",
+                stream_params={
+                    "stream_url": call.stream.get("stream_url"),
+                    "track": call.stream.get("stream_track"),
+                },
+            )
+
+    def _media_plan(self, call: SimCall) -> MediaPlan:
+        """Telnyx streams `stream_codec` when asked, else the call's own (the scenario's)."""
+        stream = call.stream
+        codec = stream.get("stream_codec")
+        encoding = codec if codec in ("PCMU", "PCMA", "L16") else call.scenario.codec
+        talk_codec = stream.get("stream_bidirectional_codec") or "PCMU"
+        return MediaPlan(
+            url=stream["stream_url"],
+            token=stream.get("stream_auth_token"),
+            call_control_id=call.call_control_id,
+            encoding=encoding,
+            track=stream.get("stream_track") or "inbound_track",
+            bidirectional=stream.get("stream_bidirectional_mode") == "rtp",
+            bidirectional_codec=talk_codec if talk_codec in ("PCMU", "PCMA", "L16") else "PCMU",
+            client_state=call.client_state,
+            drop_after=max(2.0 * self.pace, 0.2) if call.scenario.drop_media_socket else None,
+        )
 
     def _stop_stream(self, call: SimCall) -> None:
+        if call.media is not None:
+            call.media.stop()
+            call.media = None
         if call.streaming:
             call.streaming = False
             self.emit(call, "streaming.stopped", stream_url=call.stream.get("stream_url"))
@@ -451,6 +501,26 @@ class Simulator:
             self.emit(call, "call.initiated", state="parked")
             return {"call_control_id": call.call_control_id}
 
+        @app.get("/_sim/calls/{call_control_id}")
+        async def call_info(call_control_id: str) -> Response:
+            call = self.calls.get(call_control_id)
+            if call is None:
+                return _error(404, "90015", "Invalid call control ID", "Unknown call.")
+            return JSONResponse(
+                {
+                    "call_control_id": call.call_control_id,
+                    "direction": call.direction,
+                    "scenario": call.scenario.name,
+                    "alive": call.alive,
+                    "streaming": call.streaming,
+                    "stream": call.stream,
+                    "media": [
+                        {"stream_id": m.stream_id, "received": list(m.received)}
+                        for m in call.streams
+                    ],
+                }
+            )
+
         @app.post("/_sim/calls/{call_control_id}/hangup")
         async def far_end_hangup(call_control_id: str) -> Response:
             call = self.calls.get(call_control_id)
@@ -466,6 +536,8 @@ class Simulator:
                 return _error(404, "90015", "Invalid call control ID", "Unknown call.")
             for digit in orjson.loads(await request.body())["digits"]:
                 self.emit(call, "call.dtmf.received", digit=digit)
+                if call.media is not None:
+                    call.media.dtmf.put_nowait(digit)
             return JSONResponse({"result": "ok"})
 
         return app

@@ -1,0 +1,391 @@
+"""`callbridge simulate load`: many simulated calls, each with listeners, measured end to end.
+
+Each call gets a carrier stream that behaves like Telnyx (Telnyx's exact JSON, one 20 ms PCMU
+`media` frame every 20 ms, paced against a monotonic deadline) and L browser listeners on
+`/frontend-audio`. The sender's clock travels in `media.timestamp` (microseconds, mod 2**32),
+which callbridge passes through verbatim into the binary frame, so each listener measures the
+end-to-end latency of every frame. Loss is counted from the chunk numbers and from what the
+service reports it dropped. The service's CPU time comes from /proc/<pid>/stat over the measured
+window, so the report can say how many CPU microseconds one delivered frame costs.
+
+The work is spread over several processes (one event loop each) so the load generator keeps its
+own pacing; the report says what send rate it achieved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import multiprocessing
+import os
+import time
+from array import array
+from collections.abc import Sequence
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+
+from callbridge.audio.frames import unpack_frame
+from callbridge.carrier.telnyx.media import AUTH_HEADER
+
+__all__ = [
+    "CallTarget",
+    "LoadResult",
+    "dial_calls",
+    "find_listening_pid",
+    "percentile",
+    "run_load",
+]
+
+FRAME_SECONDS = 0.020
+U32 = 0xFFFFFFFF
+NO_MEDIA = "+15550100012"  # the simulator answers and leaves the media side to us
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CallTarget:
+    """Where one call's carrier stream goes, with its token, and where its listeners go."""
+
+    call_control_id: str
+    stream_url: str
+    token: str | None
+    listen_url: str
+
+
+@dataclasses.dataclass(slots=True)
+class WorkerResult:
+    sent: int = 0
+    delivered: int = 0
+    dropped: int = 0  # what the service told listeners it dropped (their `end` message)
+    missing: int = 0  # chunks a listener never saw (drops and anything else)
+    late_ticks: int = 0  # ticks the sender started more than one frame late
+    send_seconds: float = 0.0
+    latencies_us: array[int] = dataclasses.field(default_factory=lambda: array("I"))
+    errors: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(slots=True)
+class LoadResult:
+    calls: int
+    listeners: int
+    duration: float
+    sent: int
+    expected: int
+    delivered: int
+    dropped: int
+    missing: int
+    send_rate: float  # frames per second achieved, all calls
+    target_rate: float
+    latency_ms: dict[str, float]
+    server_cpu_seconds: float | None
+    server_cpu_us_per_frame: float | None
+    server_rss_mb: float | None
+    errors: list[str]
+
+    @property
+    def loss(self) -> float:
+        return 1 - self.delivered / self.expected if self.expected else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["loss"] = self.loss
+        return data
+
+
+def percentile(sorted_values: Sequence[int], fraction: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, round(fraction * (len(sorted_values) - 1)))
+    return float(sorted_values[index])
+
+
+# --- the service's side of the measurement ---------------------------------------------------
+
+
+def find_listening_pid(port: int) -> int | None:
+    """The pid of the process listening on a TCP port (Linux /proc), or None."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    if not inodes:
+        return None
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in wanted:
+                        return int(proc.name)
+    return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# --- setting calls up through the service and its simulator -----------------------------------
+
+
+async def dial_calls(target: str, sim: str, count: int) -> list[CallTarget]:
+    """Dial `count` calls through callbridge; read each stream token from the simulator."""
+    ws = "ws" + target.removeprefix("http")
+    async with (
+        httpx.AsyncClient(base_url=target, timeout=30) as api,
+        httpx.AsyncClient(base_url=sim, timeout=30) as simulator,
+    ):
+
+        async def one() -> CallTarget:
+            response = await api.post("/api/calls", json={"to": NO_MEDIA})
+            response.raise_for_status()
+            call_id = response.json()["data"]["call_control_id"]
+            stream = (await simulator.get(f"/_sim/calls/{call_id}")).json()["stream"]
+            return CallTarget(
+                call_control_id=call_id,
+                stream_url=stream["stream_url"],
+                token=stream.get("stream_auth_token"),
+                listen_url=f"{ws}/frontend-audio?call_control_id={call_id}",
+            )
+
+        return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+async def hang_up(target: str, calls: Sequence[CallTarget]) -> None:
+    async with httpx.AsyncClient(base_url=target, timeout=30) as api:
+        await asyncio.gather(
+            *(api.post(f"/api/calls/{c.call_control_id}/hangup") for c in calls),
+            return_exceptions=True,
+        )
+
+
+# --- one worker process ----------------------------------------------------------------------
+
+
+def _now_us() -> int:
+    return time.monotonic_ns() // 1000  # CLOCK_MONOTONIC: shared by every process on the host
+
+
+class _Stream:
+    """Telnyx's side of one media socket, cut to what the load needs."""
+
+    def __init__(self, connection: ClientConnection, target: CallTarget) -> None:
+        self.connection = connection
+        self.target = target
+        self.seq = 0
+        self.chunk = 0
+        self.stream_id = f"load-{target.call_control_id[-12:]}"
+        self.payload = base64.b64encode(bytes(range(96, 256)) * 1).decode()  # 160 bytes
+
+    def _seq(self) -> str:
+        self.seq += 1
+        return str(self.seq)
+
+    async def begin(self) -> None:
+        await self.connection.send('{"event":"connected","version":"1.0.0"}')
+        start = {
+            "event": "start",
+            "sequence_number": self._seq(),
+            "stream_id": self.stream_id,
+            "start": {
+                "call_control_id": self.target.call_control_id,
+                "media_format": {"encoding": "PCMU", "sample_rate": 8000, "channels": 1},
+            },
+        }
+        await self.connection.send(orjson.dumps(start).decode())
+
+    def media(self, now_us: int) -> str:
+        self.chunk += 1
+        return (
+            '{"event":"media","sequence_number":"'
+            + self._seq()
+            + '","stream_id":"'
+            + self.stream_id
+            + '","media":{"track":"inbound","chunk":"'
+            + str(self.chunk)
+            + '","timestamp":"'
+            + str(now_us & U32)
+            + '","payload":"'
+            + self.payload
+            + '"}}'
+        )
+
+    async def stop(self) -> None:
+        stop = {"event": "stop", "sequence_number": self._seq(), "stream_id": self.stream_id}
+        await self.connection.send(orjson.dumps(stop).decode())
+
+
+async def _listen(connection: ClientConnection, result: WorkerResult, ready: asyncio.Event) -> None:
+    """Count frames and their latency until the service says `end` (or closes)."""
+    latencies = result.latencies_us
+    last_chunk = 0
+    with contextlib.suppress(Exception):
+        async for raw in connection:
+            if isinstance(raw, bytes):
+                now = _now_us()
+                _kind, _track, chunk, timestamp, _payload = unpack_frame(raw)
+                latencies.append((now - timestamp) & U32)
+                result.delivered += 1
+                if chunk > last_chunk + 1:
+                    result.missing += chunk - last_chunk - 1
+                last_chunk = max(last_chunk, chunk)
+                continue
+            message = orjson.loads(raw)
+            if message.get("type") == "format" and message.get("codec"):
+                ready.set()
+            elif message.get("type") == "end":
+                result.dropped += int(message.get("dropped", 0))
+                return
+
+
+async def _worker(
+    targets: Sequence[CallTarget], listeners: int, duration: float, barrier: Barrier
+) -> WorkerResult:
+    result = WorkerResult()
+    listen_tasks: list[asyncio.Task[None]] = []
+    streams: list[_Stream] = []
+    for target in targets:
+        ready = [asyncio.Event() for _ in range(listeners)]
+        for event in ready:
+            connection = await connect(target.listen_url, open_timeout=30, max_queue=None)
+            listen_tasks.append(asyncio.create_task(_listen(connection, result, event)))
+        headers = {AUTH_HEADER: target.token} if target.token else {}
+        stream = _Stream(
+            await connect(target.stream_url, additional_headers=headers, open_timeout=30),
+            target,
+        )
+        await stream.begin()
+        for event in ready:
+            await asyncio.wait_for(event.wait(), 30)
+        streams.append(stream)
+    await asyncio.to_thread(barrier.wait)  # every worker is connected: start together
+
+    began = time.monotonic()
+    deadline = began
+    ticks = round(duration / FRAME_SECONDS)
+    for _ in range(ticks):
+        now = _now_us()
+        for stream in streams:
+            await stream.connection.send(stream.media(now))
+        result.sent += len(streams)
+        deadline += FRAME_SECONDS
+        delay = deadline - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)  # pacing against the deadline, not synchronisation
+        elif delay < -FRAME_SECONDS:
+            result.late_ticks += 1
+    result.send_seconds = time.monotonic() - began
+    for stream in streams:
+        await stream.stop()
+    _done, pending = await asyncio.wait(listen_tasks, timeout=30)
+    if pending:
+        result.errors.append(f"{len(pending)} listeners got no end message in 30 s")
+    for task in pending:
+        task.cancel()
+    for stream in streams:
+        await stream.connection.close()
+    return result
+
+
+def _worker_main(
+    targets: list[CallTarget],
+    listeners: int,
+    duration: float,
+    barrier: Barrier,
+    results: Any,
+    cpus: list[int] | None,
+) -> None:
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    try:
+        import uvloop
+
+        result = uvloop.run(_worker(targets, listeners, duration, barrier))
+    except Exception as exc:  # report, so the parent does not wait forever
+        result = WorkerResult(errors=[f"{type(exc).__name__}: {exc}"])
+        with contextlib.suppress(Exception):
+            barrier.abort()
+    results.put(result)
+
+
+def run_load(
+    targets: Sequence[CallTarget],
+    *,
+    listeners: int,
+    duration: float,
+    workers: int,
+    server_pid: int | None,
+    cpus: list[int] | None = None,
+) -> LoadResult:
+    """Run the load from `workers` processes and measure the server over the sending window."""
+    workers = max(1, min(workers, len(targets)))
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(workers + 1)
+    results = context.Queue()
+    slices = [list(targets[index::workers]) for index in range(workers)]
+    processes = [
+        context.Process(
+            target=_worker_main, args=(part, listeners, duration, barrier, results, cpus)
+        )
+        for part in slices
+    ]
+    for process in processes:
+        process.start()
+    errors: list[str] = []
+    cpu_before: float | None = None
+    try:
+        barrier.wait(timeout=120)
+        cpu_before = cpu_seconds(server_pid) if server_pid else None
+    except Exception as exc:  # a worker failed to set up: it reported why
+        errors.append(f"setup failed: {type(exc).__name__}")
+    parts = [results.get(timeout=duration + 120) for _ in processes]
+    cpu_after = cpu_seconds(server_pid) if server_pid else None
+    rss = rss_mb(server_pid) if server_pid else None
+    for process in processes:
+        process.join(timeout=30)
+    sent = sum(p.sent for p in parts)
+    delivered = sum(p.delivered for p in parts)
+    latencies = sorted(value for p in parts for value in p.latencies_us)
+    errors += [error for p in parts for error in p.errors]
+    cpu = cpu_after - cpu_before if cpu_after is not None and cpu_before is not None else None
+    return LoadResult(
+        calls=len(targets),
+        listeners=listeners,
+        duration=duration,
+        sent=sent,
+        expected=sent * listeners,
+        delivered=delivered,
+        dropped=sum(p.dropped for p in parts),
+        missing=sum(p.missing for p in parts),
+        send_rate=sent / max((p.send_seconds for p in parts), default=0.0) if sent else 0.0,
+        target_rate=len(targets) / FRAME_SECONDS,
+        latency_ms={
+            "p50": percentile(latencies, 0.50) / 1000,
+            "p90": percentile(latencies, 0.90) / 1000,
+            "p99": percentile(latencies, 0.99) / 1000,
+            "max": (latencies[-1] / 1000) if latencies else float("nan"),
+        },
+        server_cpu_seconds=cpu,
+        server_cpu_us_per_frame=(cpu * 1e6 / delivered) if cpu is not None and delivered else None,
+        server_rss_mb=rss,
+        errors=errors,
+    )
