@@ -17,6 +17,7 @@ from callbridge.calls.service import CallService, Endpoints
 from callbridge.carrier.telnyx.client import TelnyxClient
 from callbridge.carrier.telnyx.webhooks import WebhookVerifier
 from callbridge.config import Settings
+from callbridge.console import app as console
 from callbridge.hub.base import open_hub
 from callbridge.logs import get_logger
 from callbridge.runtime import Runtime
@@ -57,8 +58,11 @@ def _verifier(settings: Settings) -> WebhookVerifier:
         raise ConfigurationError(str(exc)) from exc
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Build the service; resources are opened in the lifespan, so import has no side effects."""
+def create_app(settings: Settings, *, simulator: bool = False) -> FastAPI:
+    """Build the service; resources are opened in the lifespan, so import has no side effects.
+
+    `simulator` says that the embedded simulator plays Telnyx (front ends may offer its
+    scenarios)."""
     verifier = _verifier(settings)
 
     @contextlib.asynccontextmanager
@@ -75,7 +79,7 @@ def create_app(settings: Settings) -> FastAPI:
             default_from=settings.default_from,
             auto_answer=settings.auto_answer,
         )
-        app.state.runtime = Runtime(settings, store, hub, calls, verifier)
+        app.state.runtime = Runtime(settings, store, hub, calls, verifier, simulator)
         head = await store.head()
         log.info(
             "callbridge started",
@@ -109,4 +113,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_api_websocket_route("/call-events", call_events_endpoint)
     app.add_api_websocket_route(CARRIER_PATH, audio_endpoint)
     app.add_api_websocket_route(FRONTEND_PATH, audio_endpoint)
+    console.mount(app)
     return app

@@ -112,7 +112,7 @@ async def _serve(settings: Settings) -> None:
             sim_port=sim_port,
             webhook_public_key=signer.public_key_b64,
         )
-    asgi = create_app(settings)
+    asgi = create_app(settings, simulator=simulator is not None)
     server = uvicorn.Server(_uvicorn_config(asgi, settings))
     task = asyncio.create_task(server.serve(sockets=[main_socket]))
     try:

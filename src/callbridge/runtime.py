@@ -22,6 +22,7 @@ class Runtime:
     hub: Hub
     calls: CallService
     verifier: WebhookVerifier
+    simulator: bool = False  # Telnyx is played by the embedded simulator
 
 
 def runtime_of(connection: HTTPConnection) -> Runtime:

@@ -592,3 +592,21 @@ async def test_talking_needs_a_bidirectional_stream(
     error = await listener.message("error")
     assert error["code"] == 4409
     assert "not bidirectional" in error["reason"]
+
+
+async def test_a_listener_may_talk_once_a_later_stream_is_bidirectional(
+    service: ServiceProcess, api: httpx.Client, sim: httpx.Client
+) -> None:
+    response = api.post("/api/calls", json={"to": "+15550100012", "bidirectional": False})
+    call_id = response.json()["data"]["call_control_id"]
+    listener, announced = await started_listener(service, call_id)
+    assert announced["talk"] is None
+    # Streaming restarts as bidirectional (as an answer does for an inbound call).
+    assert api.post(f"/api/calls/{call_id}/streaming/start").status_code == 200
+    token = sim.get(f"/_sim/calls/{call_id}").json()["stream"]["stream_auth_token"]
+    stream = await open_stream(service, call_id, token)
+    await stream.begin()
+    assert (await wait_for_codec(listener))["talk"]["codec"] == "PCMU"
+    await listener.send_json({"type": "talk.start", "encoding": "pcm16", "sample_rate": 8000})
+    assert (await listener.message("talk.started"))["codec"] == "PCMU"
+    await stream.stop()

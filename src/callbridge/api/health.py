@@ -47,6 +47,26 @@ async def ready(request: Request) -> JSONResponse:
     )
 
 
+@router.get("/api/info", summary="What this service is: version, simulator mode, scenarios")
+async def info(request: Request) -> dict[str, Any]:
+    """For front ends: in simulator mode, the numbers that play each scenario."""
+    runtime = runtime_of(request)
+    scenarios: list[dict[str, str]] = []
+    if runtime.simulator:
+        from callbridge.sim.scenarios import SCENARIOS
+
+        scenarios = [
+            {"name": s.name, "number": s.number, "description": s.description}
+            for s in SCENARIOS.values()
+        ]
+    return {
+        "version": __version__,
+        "simulator": runtime.simulator,
+        "scenarios": scenarios,
+        "ping_interval": runtime.settings.ws_ping_interval,
+    }
+
+
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
 async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

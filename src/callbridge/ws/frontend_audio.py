@@ -124,6 +124,8 @@ class FrontendListener:
         text = self.websocket.send_text
         if notice.type == "format":
             self.current_stream = notice.data.get("stream_id")
+            talk = notice.data.get("talk")  # an inbound call gets its talk codec on answer
+            self.talk_codec = talk.get("codec") if isinstance(talk, dict) else None
             await text(notice.to_json())
             return False
         if notice.type == "stream.stopped":

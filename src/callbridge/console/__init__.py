@@ -1,0 +1,1 @@
+"""The browser console at `/` and the embeddable JS client, served as static files."""
