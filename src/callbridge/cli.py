@@ -349,6 +349,9 @@ def simulate_load(
     listeners: Annotated[int, typer.Option(min=1, help="Listeners per call.")] = 1,
     duration: Annotated[float, typer.Option(min=0.1, help="Seconds of audio per call.")] = 10.0,
     workers: Annotated[int, typer.Option(min=1, help="Load-generator processes.")] = 2,
+    warmup: Annotated[
+        float, typer.Option(min=0, help="Seconds at the start left out of every figure.")
+    ] = 0.0,
     server_pid: Annotated[
         int | None, typer.Option(help="The service's pid (default: whoever listens on --target).")
     ] = None,
@@ -373,6 +376,7 @@ def simulate_load(
             workers=workers,
             server_pid=pid,
             cpus=[int(c) for c in cpus.split(",")] if cpus else None,
+            warmup=warmup,
         )
     finally:
         asyncio.run(hang_up(target, targets))
@@ -386,6 +390,10 @@ def simulate_load(
         rows = [
             ("frames sent", f"{result.sent}"),
             ("send rate (target)", f"{result.send_rate:.0f}/s ({result.target_rate:.0f}/s)"),
+            (
+                "sender lag p50 / p99",
+                " / ".join(f"{result.send_lag_ms[k]:.2f} ms" for k in ("p50", "p99")),
+            ),
             ("frames delivered / expected", f"{result.delivered} / {result.expected}"),
             ("loss", f"{result.loss:.3%} (service dropped {result.dropped})"),
             ("latency p50 / p90 / p99 / max", " / ".join(f"{latency[k]:.2f} ms" for k in latency)),

@@ -66,7 +66,9 @@ class WorkerResult:
     missing: int = 0  # chunks a listener never saw (drops and anything else)
     late_ticks: int = 0  # ticks the sender started more than one frame late
     send_seconds: float = 0.0
+    measured: int = 0  # frames delivered after the warm-up (the CPU window's frames)
     latencies_us: array[int] = dataclasses.field(default_factory=lambda: array("I"))
+    lags_us: array[int] = dataclasses.field(default_factory=lambda: array("I"))
     errors: list[str] = dataclasses.field(default_factory=list)
 
 
@@ -86,6 +88,7 @@ class LoadResult:
     server_cpu_seconds: float | None
     server_cpu_us_per_frame: float | None
     server_rss_mb: float | None
+    send_lag_ms: dict[str, float]
     errors: list[str]
 
     @property
@@ -234,7 +237,20 @@ class _Stream:
         await self.connection.send(orjson.dumps(stop).decode())
 
 
-async def _listen(connection: ClientConnection, result: WorkerResult, ready: asyncio.Event) -> None:
+class _Window:
+    """When the measured window starts (µs of the shared monotonic clock, mod 2**32)."""
+
+    def __init__(self) -> None:
+        self.start_us: int | None = None
+
+    def counts(self, timestamp: int) -> bool:
+        start = self.start_us
+        return start is not None and (timestamp - start) & U32 < 0x80000000
+
+
+async def _listen(
+    connection: ClientConnection, result: WorkerResult, ready: asyncio.Event, window: _Window
+) -> None:
     """Count frames and their latency until the service says `end` (or closes)."""
     latencies = result.latencies_us
     last_chunk = 0
@@ -243,8 +259,10 @@ async def _listen(connection: ClientConnection, result: WorkerResult, ready: asy
             if isinstance(raw, bytes):
                 now = _now_us()
                 _kind, _track, chunk, timestamp, _payload = unpack_frame(raw)
-                latencies.append((now - timestamp) & U32)
                 result.delivered += 1
+                if window.counts(timestamp):  # after the warm-up
+                    latencies.append((now - timestamp) & U32)
+                    result.measured += 1
                 if chunk > last_chunk + 1:
                     result.missing += chunk - last_chunk - 1
                 last_chunk = max(last_chunk, chunk)
@@ -257,17 +275,26 @@ async def _listen(connection: ClientConnection, result: WorkerResult, ready: asy
                 return
 
 
+SLOTS = 20  # phases per 20 ms frame: streams are spread evenly, 1 ms apart
+
+
 async def _worker(
-    targets: Sequence[CallTarget], listeners: int, duration: float, barrier: Barrier
+    targets: Sequence[CallTarget],
+    phases: Sequence[int],
+    listeners: int,
+    duration: float,
+    warmup: float,
+    barrier: Barrier,
 ) -> WorkerResult:
     result = WorkerResult()
+    window = _Window()
     listen_tasks: list[asyncio.Task[None]] = []
-    streams: list[_Stream] = []
-    for target in targets:
+    slots: dict[int, list[_Stream]] = {}
+    for target, phase in zip(targets, phases, strict=True):
         ready = [asyncio.Event() for _ in range(listeners)]
         for event in ready:
             connection = await connect(target.listen_url, open_timeout=30, max_queue=None)
-            listen_tasks.append(asyncio.create_task(_listen(connection, result, event)))
+            listen_tasks.append(asyncio.create_task(_listen(connection, result, event, window)))
         headers = {AUTH_HEADER: target.token} if target.token else {}
         stream = _Stream(
             await connect(target.stream_url, additional_headers=headers, open_timeout=30),
@@ -276,24 +303,29 @@ async def _worker(
         await stream.begin()
         for event in ready:
             await asyncio.wait_for(event.wait(), 30)
-        streams.append(stream)
+        slots.setdefault(phase, []).append(stream)
     await asyncio.to_thread(barrier.wait)  # every worker is connected: start together
 
     began = time.monotonic()
-    deadline = began
+    window.start_us = (_now_us() + round(warmup * 1e6)) & U32
     ticks = round(duration / FRAME_SECONDS)
-    for _ in range(ticks):
-        now = _now_us()
-        for stream in streams:
-            await stream.connection.send(stream.media(now))
-        result.sent += len(streams)
-        deadline += FRAME_SECONDS
-        delay = deadline - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)  # pacing against the deadline, not synchronisation
-        elif delay < -FRAME_SECONDS:
+    slot_seconds = FRAME_SECONDS / SLOTS
+    for tick in range(ticks):
+        tick_start = began + tick * FRAME_SECONDS
+        for slot, batch in sorted(slots.items()):
+            due = tick_start + slot * slot_seconds
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)  # pacing to the schedule, not synchronisation
+            now = _now_us()
+            result.lags_us.append(max(0, round((time.monotonic() - due) * 1e6)))
+            for stream in batch:
+                await stream.connection.send(stream.media(now))
+            result.sent += len(batch)
+        if time.monotonic() - tick_start > 2 * FRAME_SECONDS:
             result.late_ticks += 1
     result.send_seconds = time.monotonic() - began
+    streams = [stream for batch in slots.values() for stream in batch]
     for stream in streams:
         await stream.stop()
     _done, pending = await asyncio.wait(listen_tasks, timeout=30)
@@ -308,8 +340,10 @@ async def _worker(
 
 def _worker_main(
     targets: list[CallTarget],
+    phases: list[int],
     listeners: int,
     duration: float,
+    warmup: float,
     barrier: Barrier,
     results: Any,
     cpus: list[int] | None,
@@ -319,7 +353,7 @@ def _worker_main(
     try:
         import uvloop
 
-        result = uvloop.run(_worker(targets, listeners, duration, barrier))
+        result = uvloop.run(_worker(targets, phases, listeners, duration, warmup, barrier))
     except Exception as exc:  # report, so the parent does not wait forever
         result = WorkerResult(errors=[f"{type(exc).__name__}: {exc}"])
         with contextlib.suppress(Exception):
@@ -335,36 +369,49 @@ def run_load(
     workers: int,
     server_pid: int | None,
     cpus: list[int] | None = None,
+    warmup: float = 0.0,
 ) -> LoadResult:
-    """Run the load from `workers` processes and measure the server over the sending window."""
+    """Run the load from `workers` processes and measure the server after `warmup` seconds.
+
+    Streams are spread evenly over the 20 ms frame period (even arrivals), each stamped with
+    the real send time, so queueing in the sender counts as latency."""
     workers = max(1, min(workers, len(targets)))
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(workers + 1)
     results = context.Queue()
+    phases = [index * SLOTS // len(targets) for index in range(len(targets))]
     slices = [list(targets[index::workers]) for index in range(workers)]
+    phase_slices = [phases[index::workers] for index in range(workers)]
     processes = [
         context.Process(
-            target=_worker_main, args=(part, listeners, duration, barrier, results, cpus)
+            target=_worker_main,
+            args=(part, phase, listeners, duration, warmup, barrier, results, cpus),
         )
-        for part in slices
+        for part, phase in zip(slices, phase_slices, strict=True)
     ]
     for process in processes:
         process.start()
     errors: list[str] = []
     cpu_before: float | None = None
+    cpu_after: float | None = None
     try:
         barrier.wait(timeout=120)
+        began = time.monotonic()
+        time.sleep(warmup)  # the warm-up is excluded from every figure
         cpu_before = cpu_seconds(server_pid) if server_pid else None
+        time.sleep(max(0.0, began + duration - time.monotonic()))
+        cpu_after = cpu_seconds(server_pid) if server_pid else None
     except Exception as exc:  # a worker failed to set up: it reported why
         errors.append(f"setup failed: {type(exc).__name__}")
     parts = [results.get(timeout=duration + 120) for _ in processes]
-    cpu_after = cpu_seconds(server_pid) if server_pid else None
     rss = rss_mb(server_pid) if server_pid else None
     for process in processes:
         process.join(timeout=30)
     sent = sum(p.sent for p in parts)
     delivered = sum(p.delivered for p in parts)
     latencies = sorted(value for p in parts for value in p.latencies_us)
+    lags = sorted(value for p in parts for value in p.lags_us)
+    measured = sum(p.measured for p in parts)
     errors += [error for p in parts for error in p.errors]
     cpu = cpu_after - cpu_before if cpu_after is not None and cpu_before is not None else None
     return LoadResult(
@@ -385,7 +432,8 @@ def run_load(
             "max": (latencies[-1] / 1000) if latencies else float("nan"),
         },
         server_cpu_seconds=cpu,
-        server_cpu_us_per_frame=(cpu * 1e6 / delivered) if cpu is not None and delivered else None,
+        server_cpu_us_per_frame=(cpu * 1e6 / measured) if cpu is not None and measured else None,
+        send_lag_ms={"p50": percentile(lags, 0.5) / 1000, "p99": percentile(lags, 0.99) / 1000},
         server_rss_mb=rss,
         errors=errors,
     )

@@ -1,0 +1,190 @@
+"""The relay benchmark: callbridge against bare relays of the same contract, in one run.
+
+    .venv/bin/python -m bench.relay --streams 50,200,500 --listeners 1,3 --runs 3
+
+Each run starts the server fresh, pinned to one core (`taskset -c 0`), and the load on the other
+(`callbridge simulate load`'s workers, pinned with sched_setaffinity), with the streams' phases
+spread evenly over the 20 ms frame period and a 2 s warm-up left out of every figure. Servers
+are interleaved run by run. The baselines are bench/relays/: bare `websockets`, bare `picows`
+and Node.js + `ws` (run `npm ci` in bench/relays/node first). Prints a Markdown table of medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from callbridge.sim.load import CallTarget, LoadResult, dial_calls, hang_up, run_load
+
+ROOT = Path(__file__).parents[1]
+SERVERS = ("callbridge", "websockets", "picows", "node")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _command(server: str, port: int) -> list[str]:
+    python = [sys.executable, "-m"]
+    if server == "callbridge":
+        return [*python, "callbridge", "serve"]
+    if server == "node":
+        return ["node", str(ROOT / "bench/relays/node/relay.js"), str(port)]
+    return [*python, f"bench.relays.{server}_relay", str(port)]
+
+
+@contextmanager
+def _server(server: str, core: int, tmp: Path) -> Iterator[tuple[int, int, str]]:
+    """Start one server pinned to `core`; yield (pid, port, simulator URL or "")."""
+    port, sim_port = _free_port(), _free_port()
+    env = {
+        **os.environ,
+        "CALLBRIDGE_PORT": str(port),
+        "CALLBRIDGE_SIM_PORT": str(sim_port),
+        "CALLBRIDGE_DATABASE_URL": f"sqlite:///{tmp}/bench-{port}.db",
+        "CALLBRIDGE_LOG_FORMAT": "json",
+        "PYTHONPATH": str(ROOT),
+    }
+    command = ["taskset", "-c", str(core), *_command(server, port)]
+    process = subprocess.Popen(
+        command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    stream = process.stderr if server == "callbridge" else process.stdout
+    assert stream is not None
+    marker = '"callbridge ready"' if server == "callbridge" else "ready"
+    for line in stream:
+        if marker in line:
+            break
+    else:
+        raise RuntimeError(f"{server} did not start")
+    for pipe in (process.stdout, process.stderr):  # keep draining, or a full pipe blocks it
+        threading.Thread(target=_drain, args=(pipe,), daemon=True).start()
+    try:
+        sim = f"http://127.0.0.1:{sim_port}" if server == "callbridge" else ""
+        yield process.pid, port, sim
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _drain(pipe: Any) -> None:
+    for _line in pipe:
+        pass
+
+
+def _targets(server: str, port: int, sim: str, streams: int) -> list[CallTarget]:
+    if server == "callbridge":
+        return asyncio.run(dial_calls(f"http://127.0.0.1:{port}", sim, streams))
+    base = f"ws://127.0.0.1:{port}"
+    return [
+        CallTarget(
+            call_control_id=f"c{index}",
+            stream_url=f"{base}/audio-stream",
+            token=None,
+            listen_url=f"{base}/frontend-audio?call_control_id=c{index}",
+        )
+        for index in range(streams)
+    ]
+
+
+def run_once(
+    server: str, streams: int, listeners: int, args: argparse.Namespace, tmp: Path
+) -> LoadResult:
+    with _server(server, args.server_core, tmp) as (pid, port, sim):
+        targets = _targets(server, port, sim, streams)
+        try:
+            return run_load(
+                targets,
+                listeners=listeners,
+                duration=args.duration,
+                workers=args.workers,
+                server_pid=pid,
+                cpus=[args.load_core],
+                warmup=args.warmup,
+            )
+        finally:
+            if server == "callbridge":
+                asyncio.run(hang_up(f"http://127.0.0.1:{port}", targets))
+
+
+def _sustained(result: LoadResult) -> bool:
+    return result.loss < 0.001 and result.latency_ms["p99"] < 40 and not result.errors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--servers", default=",".join(SERVERS))
+    parser.add_argument("--streams", default="200")
+    parser.add_argument("--listeners", default="1")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=17.0, help="seconds, warm-up included")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--server-core", type=int, default=0)
+    parser.add_argument("--load-core", type=int, default=1)
+    args = parser.parse_args()
+    if shutil.which("taskset") is None:
+        raise SystemExit("taskset (util-linux) is needed to pin the server")
+    servers = args.servers.split(",")
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for streams in (int(s) for s in args.streams.split(",")):
+            for listeners in (int(n) for n in args.listeners.split(",")):
+                results: dict[str, list[LoadResult]] = {server: [] for server in servers}
+                for _ in range(args.runs):
+                    for server in servers:  # interleaved, so drift hits every server alike
+                        results[server].append(
+                            run_once(server, streams, listeners, args, Path(tmp))
+                        )
+                for server, runs in results.items():
+                    rows.append(_row(server, streams, listeners, runs))
+                    print(_format(rows[-1]), flush=True)
+
+
+def _row(server: str, streams: int, listeners: int, runs: list[LoadResult]) -> dict[str, Any]:
+    def median(values: list[float | None]) -> float:
+        present = [v for v in values if v is not None]
+        return statistics.median(present) if present else float("nan")
+
+    return {
+        "server": server,
+        "S": streams,
+        "L": listeners,
+        "us_per_frame": median([r.server_cpu_us_per_frame for r in runs]),
+        "p50_ms": median([r.latency_ms["p50"] for r in runs]),
+        "p99_ms": median([r.latency_ms["p99"] for r in runs]),
+        "loss": median([r.loss for r in runs]),
+        "send_rate": median([r.send_rate for r in runs]),
+        "target_rate": runs[0].target_rate,
+        "lag_p99_ms": median([r.send_lag_ms["p99"] for r in runs]),
+        "rss_mb": median([r.server_rss_mb for r in runs]),
+        "sustained": sum(_sustained(r) for r in runs),
+        "runs": len(runs),
+    }
+
+
+def _format(row: dict[str, Any]) -> str:
+    return (
+        f"| {row['server']} | {row['S']} | {row['L']} | {row['us_per_frame']:.1f} | "
+        f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['loss']:.3%} | "
+        f"{row['send_rate']:.0f}/{row['target_rate']:.0f} | {row['lag_p99_ms']:.2f} | "
+        f"{row['rss_mb']:.0f} | {row['sustained']}/{row['runs']} |"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Minimal relays of the carrier → listener contract, the benchmark's baselines."""
