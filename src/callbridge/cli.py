@@ -18,6 +18,8 @@ from rich.table import Table
 
 from callbridge import __version__
 from callbridge.config import Settings
+from callbridge.edge.doctor_cli import doctor as doctor_command
+from callbridge.edge.nginx_cli import nginx_app
 from callbridge.logs import configure_logging, get_logger
 
 __all__ = ["app", "configuration_markdown", "main"]
@@ -27,6 +29,8 @@ T = TypeVar("T")
 app = typer.Typer(help="callbridge: Telnyx calls to browsers, live.", no_args_is_help=True)
 simulate_app = typer.Typer(help="The Telnyx simulator.", no_args_is_help=True)
 app.add_typer(simulate_app, name="simulate")
+app.command("doctor")(doctor_command)
+app.add_typer(nginx_app, name="nginx")
 
 WS_MAX_SIZE = 1024 * 1024  # the largest WebSocket message any route accepts
 GRACEFUL_SHUTDOWN_SECONDS = 10
