@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 import socket
 import sys
 from collections.abc import AsyncIterator, Coroutine
@@ -79,10 +80,24 @@ async def _wait_started(server: uvicorn.Server, task: asyncio.Task[None]) -> Non
         await asyncio.sleep(0.02)
 
 
+def _raise_open_file_limit() -> int:
+    """Every browser and media socket is a file descriptor: take all the system allows.
+
+    The soft limit is often 1024, far below what idle browsers alone can need; the hard limit
+    is the operator's decision (systemd: LimitNOFILE)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 async def _serve(settings: Settings) -> None:
     from callbridge.app import create_app
     from callbridge.sim import Simulator, WebhookSigner
 
+    open_files = _raise_open_file_limit()
     main_socket = _bind(settings.host, settings.port)
     settings = settings.model_copy(update={"port": main_socket.getsockname()[1]})
     sim_server: uvicorn.Server | None = None
@@ -126,6 +141,7 @@ async def _serve(settings: Settings) -> None:
             url=settings.effective_public_url,
             port=settings.port,
             simulator=simulator is not None,
+            open_files=open_files,
         )
         await task
     finally:
