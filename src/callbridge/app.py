@@ -68,7 +68,16 @@ def create_app(settings: Settings, *, simulator: bool = False) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = await open_store(settings.database_url)
-        hub = open_hub(settings.broker_url)
+
+        async def last_seq() -> int:
+            return (await store.head()).last_seq
+
+        hub = open_hub(
+            settings.broker_url,
+            last_seq=last_seq,
+            queue_size=settings.broker_queue_size,
+            check_interval=settings.broker_check_interval,
+        )
         await hub.start()
         carrier = _carrier(settings)
         calls = CallService(

@@ -125,8 +125,23 @@ class Settings(BaseSettings):
     broker_url: str = Field(
         "memory://",
         validation_alias=_env("CALLBRIDGE_BROKER_URL"),
-        description="Hub: memory:// (one process). redis:// for several instances arrives "
-        "with the scale-out work.",
+        description="Hub: memory:// (one process), or redis://host:6379/0 (rediss:// for TLS) "
+        "shared by several instances.",
+    )
+    broker_queue_size: int = Field(
+        10_000,
+        ge=100,
+        validation_alias=_env("CALLBRIDGE_BROKER_QUEUE_SIZE"),
+        description="Messages waiting for Redis per instance; when full the oldest audio is "
+        "dropped (counted). Redis hub only.",
+    )
+    broker_check_interval: float = Field(
+        1.0,
+        ge=0,
+        validation_alias=_env("CALLBRIDGE_BROKER_CHECK_INTERVAL"),
+        description="Seconds between checks that this instance has seen the newest stored "
+        "event; an event Redis lost reaches clients within two checks. 0 disables. Redis hub "
+        "only.",
     )
     ws_ping_interval: float = Field(
         20.0,
@@ -236,8 +251,11 @@ class Settings(BaseSettings):
     @field_validator("broker_url")
     @classmethod
     def _known_broker(cls, value: str) -> str:
-        if not value.startswith("memory://"):
-            raise ValueError(f"unsupported broker {value.split('://')[0]!r}; use memory://")
+        if not value.startswith(("memory://", "redis://", "rediss://")):
+            raise ValueError(
+                f"unsupported broker {value.split('://')[0]!r}; "
+                "use memory://, redis:// or rediss://"
+            )
         return value
 
     @field_validator("database_url")
@@ -284,7 +302,7 @@ class Settings(BaseSettings):
                 text = ""
             else:
                 text = str(value)
-            if name == "database_url":
+            if name in ("database_url", "broker_url"):
                 text = _mask_url_password(text)
             shown[str(env_name)] = (text, field.description or "")
         return shown

@@ -14,6 +14,10 @@ __all__ = [
     "EVENTS_STORED",
     "EVENT_CLIENTS",
     "EVENT_SUBSCRIBER_OVERFLOWS",
+    "HUB_CONNECTED",
+    "HUB_DROPS",
+    "HUB_RECONNECTS",
+    "HUB_RESYNCS",
     "MEDIA",
     "MEDIA_MALFORMED",
     "MEDIA_STREAMS_ENDED",
@@ -42,6 +46,28 @@ EVENT_CLIENTS = Gauge("callbridge_event_clients", "Connected /call-events client
 EVENT_SUBSCRIBER_OVERFLOWS = Counter(
     "callbridge_event_subscriber_overflows_total",
     "Live events not queued for a slow /call-events client (it then catches up from the store).",
+)
+HUB_DROPS = Counter(
+    "callbridge_hub_dropped_total",
+    "Messages the hub did not hand to the broker (its queue was full, or the broker was "
+    "unreachable), by kind (audio, talk, control, event).",
+    ["kind"],
+)
+HUB_CONNECTED = Gauge(
+    "callbridge_hub_connected",
+    "1 while this part of the hub (writer, events, channels) is connected to the broker.",
+    ["part"],
+)
+HUB_RECONNECTS = Counter(
+    "callbridge_hub_reconnects_total",
+    "Connections to the broker restored after a failure, by part (writer, events, channels).",
+    ["part"],
+)
+HUB_RESYNCS = Counter(
+    "callbridge_hub_resyncs_total",
+    "Times this instance sent its /call-events clients to the store because the broker may "
+    "have lost events, by reason (stream_lost, head_check).",
+    ["reason"],
 )
 TELNYX_REQUESTS = Counter(
     "callbridge_telnyx_requests_total",

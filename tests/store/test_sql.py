@@ -1,15 +1,21 @@
-"""The SQL store on a real SQLite file: gap-free seq under concurrency, dedupe, migrations."""
+"""The SQL store on real SQLite and real PostgreSQL: gap-free seq under concurrency, dedupe,
+migrations. Each PostgreSQL test gets a fresh database of its own."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from callbridge.calls.events import NewEvent
 from callbridge.calls.model import Call, CallState, Direction
+from callbridge.config import normalise_database_url
 from callbridge.store.base import Decision
 from callbridge.store.sql import open_store
+from tests.backends import pg_database
 
 
 def _decide(call_id: str, count: int) -> Decision:
@@ -18,8 +24,17 @@ def _decide(call_id: str, count: int) -> Decision:
     return Decision(call, [NewEvent("x.test", call_id, now, {"n": n}) for n in range(count)])
 
 
-async def test_concurrent_writes_get_gap_free_increasing_seqs(tmp_path: Path) -> None:
-    store = await open_store(f"sqlite+aiosqlite:///{tmp_path / 's.db'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'nested' / 's.db'}"
+    else:
+        with pg_database() as database:
+            yield normalise_database_url(database)
+
+
+async def test_concurrent_writes_get_gap_free_increasing_seqs(url: str) -> None:
+    store = await open_store(url)
     try:
         results = await asyncio.gather(
             *(
@@ -44,8 +59,8 @@ async def test_concurrent_writes_get_gap_free_increasing_seqs(tmp_path: Path) ->
         await store.close()
 
 
-async def test_duplicate_event_id_writes_nothing(tmp_path: Path) -> None:
-    store = await open_store(f"sqlite+aiosqlite:///{tmp_path / 's.db'}")
+async def test_duplicate_event_id_writes_nothing(url: str) -> None:
+    store = await open_store(url)
     try:
         first = await store.apply("same", "v3:a", lambda _c: _decide("v3:a", 2))
         again = await store.apply("same", "v3:a", lambda _c: _decide("v3:a", 2))
@@ -56,8 +71,7 @@ async def test_duplicate_event_id_writes_nothing(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_reopening_keeps_epoch_and_seq(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'nested' / 's.db'}".replace("sqlite:///", "sqlite+aiosqlite:///")
+async def test_reopening_keeps_epoch_and_seq(url: str) -> None:
     store = await open_store(url)
     await store.apply("e1", "v3:a", lambda _c: _decide("v3:a", 3))
     before = await store.head()
@@ -68,5 +82,9 @@ async def test_reopening_keeps_epoch_and_seq(tmp_path: Path) -> None:
         assert after == before
         events = await reopened.events_after(1, up_to=2)
         assert [e.seq for e in events] == [2]
+        call = await reopened.get_call("v3:a")
+        assert call is not None
+        assert call.created_at is not None
+        assert call.created_at.tzinfo is not None
     finally:
         await reopened.close()

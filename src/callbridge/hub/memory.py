@@ -85,6 +85,9 @@ class MemoryHub:
     def unsubscribe_talk(self, call_control_id: str, queue: LiveQueue[TalkItem]) -> None:
         _remove(self._talk, call_control_id, queue)
 
+    async def subscribed(self, call_control_id: str) -> None:
+        return None
+
     async def claim_talker(self, call_control_id: str, owner: str) -> bool:
         return self._talkers.setdefault(call_control_id, owner) == owner
 

@@ -219,13 +219,15 @@ class CarrierStream:
                 sample_rate=sample_rate,
             )
             if call is not None:
-                runtime.hub.publish_audio(call_id, format_notice(call))
                 if call.talk_codec is not None:
                     stats = self.stats
                     talk_queue = runtime.hub.subscribe_talk(
                         call_id, TALK_QUEUE, lambda: _count_talk_drop(stats)
                     )
                     talk_task = asyncio.create_task(self._talk(talk_queue, call.talk_codec))
+                    # Listeners may talk once they hear of the stream: be subscribed by then.
+                    await runtime.hub.subscribed(call_id)
+                runtime.hub.publish_audio(call_id, format_notice(call))
             if await self._relay(sample_bytes):
                 outcome, reason = StreamState.STOPPED, "stop"
         except WebSocketDisconnect:

@@ -85,6 +85,8 @@ class _EventStream:
                 head = await self.runtime.store.head()
                 await self.catch_up(head.last_seq, "catchup")
             event = await subscription.get()
+            if event is None:  # the hub says events may have been lost: catch up (above)
+                continue
             if event.seq <= self.cursor:
                 continue
             if event.seq > self.cursor + 1:

@@ -90,6 +90,7 @@ class FrontendListener:
             )
 
     async def _listen(self, queue: LiveQueue[AudioItem], stats: MediaStats) -> None:
+        await self.runtime.hub.subscribed(self.call_id)  # in effect on every instance
         call = await self.runtime.store.get_call(self.call_id)
         if call is None:
             await self._close(CloseCode.UNKNOWN_CALL, "unknown call_control_id")
@@ -214,7 +215,21 @@ class FrontendListener:
                 "no_talk_back", "this call's stream is not bidirectional", CloseCode.CONFLICT
             )
             return
-        if not await self.runtime.hub.claim_talker(self.call_id, self.owner):
+        try:
+            claimed = await self.runtime.hub.claim_talker(self.call_id, self.owner)
+        except Exception as exc:  # the broker is unreachable: nobody can be sure to be alone
+            log.warning("Talker claim failed", call_control_id=self.call_id, error=str(exc))
+            await self.websocket.send_text(
+                orjson.dumps(
+                    {
+                        "type": "talk.refused",
+                        "code": int(CloseCode.INTERNAL_ERROR),
+                        "reason": "the hub is unreachable; try again",
+                    }
+                ).decode()
+            )
+            return
+        if not claimed:
             await self.websocket.send_text(
                 orjson.dumps(
                     {
