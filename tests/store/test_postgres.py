@@ -11,28 +11,19 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
 import sqlalchemy as sa
 
-from callbridge.calls.events import NewEvent
-from callbridge.calls.model import Call, CallState, Direction
 from callbridge.config import normalise_database_url
-from callbridge.store.base import Decision
 from callbridge.store.sql import SqlStore, open_store
 from callbridge.store.tables import events, meta
 from tests.backends import pg_database
+from tests.store.writes import assert_gap_free, decide
 
 INSTANCES = 3
-
-
-def _decide(call_id: str, count: int) -> Decision:
-    call = Call(call_id, Direction.OUTGOING, CallState.INITIATED)
-    now = datetime.now(UTC)
-    return Decision(call, [NewEvent("x.test", call_id, now, {"n": n}) for n in range(count)])
 
 
 @pytest.fixture
@@ -55,17 +46,12 @@ async def test_writes_from_several_instances_share_one_gap_free_numbering(
             stores[i % INSTANCES].apply(
                 f"evt-{i}",
                 f"v3:call-{i % 7}",
-                lambda _c, i=i: _decide(f"v3:call-{i % 7}", 1 + i % 3),
+                lambda _c, i=i: decide(f"v3:call-{i % 7}", 1 + i % 3),
             )
             for i in range(90)
         )
     )
-    seqs = sorted(e.seq for r in results if r for e in r.events)
-    assert seqs == list(range(1, len(seqs) + 1))
-    for result in results:
-        assert result is not None
-        own = [e.seq for e in result.events]
-        assert own == list(range(own[0], own[0] + len(own)))
+    seqs = assert_gap_free(results)
     heads = [await store.head() for store in stores]
     assert {(h.epoch, h.last_seq) for h in heads} == {(heads[0].epoch, seqs[-1])}
     logged = await stores[1].events_after(0, limit=1000)
@@ -80,8 +66,8 @@ async def test_a_duplicate_delivered_to_two_instances_at_once_is_stored_once(
         event_id = f"dup-{n}"
         call_id = f"v3:dup-{n % 3}"
         pair = await asyncio.gather(
-            stores[0].apply(event_id, call_id, lambda _c, c=call_id: _decide(c, 2)),
-            stores[1].apply(event_id, call_id, lambda _c, c=call_id: _decide(c, 2)),
+            stores[0].apply(event_id, call_id, lambda _c, c=call_id: decide(c, 2)),
+            stores[1].apply(event_id, call_id, lambda _c, c=call_id: decide(c, 2)),
         )
         outcomes.append(sum(result is not None for result in pair))
     assert outcomes == [1] * 20

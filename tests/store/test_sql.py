@@ -5,23 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from callbridge.calls.events import NewEvent
-from callbridge.calls.model import Call, CallState, Direction
 from callbridge.config import normalise_database_url
-from callbridge.store.base import Decision
 from callbridge.store.sql import open_store
 from tests.backends import pg_database
-
-
-def _decide(call_id: str, count: int) -> Decision:
-    call = Call(call_id, Direction.OUTGOING, CallState.INITIATED)
-    now = datetime.now(UTC)
-    return Decision(call, [NewEvent("x.test", call_id, now, {"n": n}) for n in range(count)])
+from tests.store.writes import assert_gap_free, decide
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -41,17 +32,12 @@ async def test_concurrent_writes_get_gap_free_increasing_seqs(url: str) -> None:
                 store.apply(
                     f"evt-{i}",
                     f"v3:call-{i % 5}",
-                    lambda _c, i=i: _decide(f"v3:call-{i % 5}", 1 + i % 3),
+                    lambda _c, i=i: decide(f"v3:call-{i % 5}", 1 + i % 3),
                 )
                 for i in range(60)
             )
         )
-        seqs = sorted(e.seq for r in results if r for e in r.events)
-        assert seqs == list(range(1, len(seqs) + 1))
-        for result in results:
-            assert result is not None
-            own = [e.seq for e in result.events]
-            assert own == list(range(own[0], own[0] + len(own)))  # one write, consecutive seqs
+        seqs = assert_gap_free(results)
         head = await store.head()
         assert head.last_seq == seqs[-1]
         assert head.first_seq == 1
@@ -62,8 +48,8 @@ async def test_concurrent_writes_get_gap_free_increasing_seqs(url: str) -> None:
 async def test_duplicate_event_id_writes_nothing(url: str) -> None:
     store = await open_store(url)
     try:
-        first = await store.apply("same", "v3:a", lambda _c: _decide("v3:a", 2))
-        again = await store.apply("same", "v3:a", lambda _c: _decide("v3:a", 2))
+        first = await store.apply("same", "v3:a", lambda _c: decide("v3:a", 2))
+        again = await store.apply("same", "v3:a", lambda _c: decide("v3:a", 2))
         assert first is not None
         assert again is None
         assert (await store.head()).last_seq == 2
@@ -73,7 +59,7 @@ async def test_duplicate_event_id_writes_nothing(url: str) -> None:
 
 async def test_reopening_keeps_epoch_and_seq(url: str) -> None:
     store = await open_store(url)
-    await store.apply("e1", "v3:a", lambda _c: _decide("v3:a", 3))
+    await store.apply("e1", "v3:a", lambda _c: decide("v3:a", 3))
     before = await store.head()
     await store.close()
     reopened = await open_store(url)
