@@ -10,6 +10,7 @@ import pytest
 from callbridge.calls.events import CarrierEvent
 from callbridge.calls.model import Call, CallState, Direction, StreamState, advance
 from callbridge.calls.transitions import (
+    CALL_RECONCILED,
     MEDIA_DTMF,
     MEDIA_STARTED,
     MEDIA_STOPPED,
@@ -17,6 +18,9 @@ from callbridge.calls.transitions import (
     on_media_ended,
     on_media_note,
     on_media_started,
+    on_reconciled_end,
+    on_resume_requested,
+    on_stream_orphaned,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -142,3 +146,88 @@ def test_media_facts_about_unknown_calls_write_nothing() -> None:
     assert on_media_started(None, "s", "PCMU", 8000, T0).call is None
     assert on_media_ended(None, "s", StreamState.LOST, {}, T0).events == []
     assert on_media_note(None, MEDIA_DTMF, {"digit": "1"}, T0).events == []
+
+
+# --- which instance holds the stream (restart recovery, dead instances, handover) ------------
+
+
+def _held_by(instance: str) -> Call:
+    call = on_media_started(_answered(), "s1", "PCMU", 8000, T0, instance).call
+    assert call is not None
+    return call
+
+
+def test_the_instance_holding_a_stream_is_forgotten_when_the_stream_ends() -> None:
+    held = _held_by("a:1")
+    assert held.stream_instance == "a:1"
+    later = T0 + timedelta(seconds=1)
+    ended = on_media_ended(held, "s1", StreamState.LOST, {}, later).call
+    assert ended is not None
+    assert (ended.stream, ended.stream_instance) == (StreamState.LOST, None)
+    # Lost because its instance stops: it stays that instance's, to be asked for again.
+    kept = on_media_ended(held, "s1", StreamState.LOST, {}, later, keep_instance=True).call
+    assert kept is not None
+    assert (kept.stream, kept.stream_instance) == (StreamState.LOST, "a:1")
+    # A stream that ends cleanly is nobody's, whatever the instance wanted.
+    stopped = on_media_ended(held, "s1", StreamState.STOPPED, {}, later, keep_instance=True).call
+    assert stopped is not None
+    assert stopped.stream_instance is None
+
+
+def test_the_stream_of_an_instance_that_is_gone_is_lost_once_and_adopted() -> None:
+    later = T0 + timedelta(seconds=5)
+    decision = on_stream_orphaned(_held_by("a:1"), "a:1", "b:2", "instance a:1 is gone", later)
+    assert decision.call is not None
+    assert (decision.call.stream, decision.call.stream_instance) == (StreamState.LOST, "b:2")
+    assert decision.call.state is CallState.STREAMING
+    assert [e.type for e in decision.events] == [MEDIA_STOPPED, "call.state"]
+    assert decision.events[0].payload == {
+        "stream_id": "s1",
+        "outcome": "lost",
+        "reason": "instance a:1 is gone",
+        "instance": "a:1",
+    }
+    # Another instance finding the same dead stream a moment later writes nothing.
+    again = on_stream_orphaned(decision.call, "a:1", "c:3", "instance a:1 is gone", later)
+    assert (again.call, again.events) == (None, [])
+
+
+def test_a_lost_stream_of_a_gone_instance_changes_hands_without_events() -> None:
+    held = _held_by("a:1")
+    lost = on_media_ended(held, "s1", StreamState.LOST, {}, T0, keep_instance=True).call
+    assert lost is not None
+    decision = on_stream_orphaned(lost, "a:1", "b:2", "instance a:1 stopped", T0)
+    assert decision.call is not None
+    assert decision.call.stream_instance == "b:2"
+    assert decision.events == []
+
+
+def test_streams_of_ended_calls_or_other_instances_are_left_alone() -> None:
+    held = _held_by("a:1")
+    hangup = _event("call.hangup", 1, cause="normal_clearing")
+    ended = on_carrier_event(held, hangup).call
+    assert on_stream_orphaned(ended, "a:1", "b:2", "gone", T0).call is None
+    assert on_stream_orphaned(held, "z:9", "b:2", "gone", T0).call is None
+    assert on_stream_orphaned(None, "a:1", "b:2", "gone", T0).call is None
+
+
+def test_a_resumed_stream_is_nobodys_until_the_new_one_starts() -> None:
+    held = _held_by("a:1")
+    assert on_resume_requested(held, "a:1").call is None  # active: a handover, not a resume
+    lost = on_media_ended(held, "s1", StreamState.LOST, {}, T0, keep_instance=True).call
+    assert on_resume_requested(lost, "b:2").call is None  # not b's
+    resumed = on_resume_requested(lost, "a:1")
+    assert resumed.call is not None
+    assert resumed.call.stream_instance is None
+    assert resumed.events == []
+
+
+def test_a_call_the_carrier_says_is_over_ends_reconciled() -> None:
+    later = T0 + timedelta(seconds=9)
+    decision = on_reconciled_end(_held_by("a:1"), "the carrier says the call is over", later)
+    assert decision.call is not None
+    assert (decision.call.state, decision.call.stream) == (CallState.ENDED, StreamState.STOPPED)
+    assert (decision.call.ended_at, decision.call.stream_instance) == (later, None)
+    assert [e.type for e in decision.events] == [CALL_RECONCILED, "call.state"]
+    assert decision.events[1].payload["reason"] == CALL_RECONCILED
+    assert on_reconciled_end(decision.call, "again", later).events == []

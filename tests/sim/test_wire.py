@@ -17,6 +17,8 @@ from starlette.routing import Route
 from telnyx import Telnyx
 from telnyx.lib.webhook_verification import WebhookVerificationError, verify_webhook_signature
 
+from callbridge.calls.carrier import CallStatus
+from callbridge.carrier.telnyx.client import TelnyxClient
 from callbridge.sim import Simulator, WebhookSigner
 from tests.conftest import SEED
 
@@ -148,3 +150,42 @@ async def test_rest_errors_have_telnyx_shape(
         assert isinstance(error["code"], str)
     dead = await client.post("/v2/calls/v3:nope/actions/hangup", json={})
     assert dead.json()["errors"][0]["code"] == "90015"
+
+
+async def test_call_status_answers_as_telnyx_and_the_client_reads_it(
+    receiver: tuple[Receiver, str], simulator: tuple[Simulator, httpx.AsyncClient]
+) -> None:
+    keeper, url = receiver
+    sim, client = simulator
+    dialed = await client.post(
+        "/v2/calls",
+        json={
+            "connection_id": "c1",
+            "to": "+15550100011",
+            "from": "+15550100000",
+            "webhook_url": url,
+        },
+    )
+    call_id = dialed.json()["data"]["call_control_id"]
+    alive = await client.get(f"/v2/calls/{call_id}")
+    assert alive.status_code == 200
+    assert alive.json()["data"]["record_type"] == "call"
+    assert alive.json()["data"]["is_alive"] is True
+    unknown = await client.get("/v2/calls/v3:nope")
+    assert unknown.status_code == 404
+    assert unknown.json()["errors"][0]["code"] == "10005"
+
+    telnyx = TelnyxClient(base_url="http://sim/v2", api_key=sim.api_key, connection_id="c1")
+    headers = telnyx._http.headers
+    await telnyx._http.aclose()
+    telnyx._http = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sim.app), base_url="http://sim/v2", headers=headers
+    )
+    try:
+        assert await telnyx.call_status(call_id) == CallStatus(known=True, alive=True)
+        assert await telnyx.call_status("v3:nope") == CallStatus(known=False, alive=False)
+        await client.post(f"/v2/calls/{call_id}/actions/hangup", json={})
+        await keeper.until("call.hangup", call_id)
+        assert await telnyx.call_status(call_id) == CallStatus(known=True, alive=False)
+    finally:
+        await telnyx.close()

@@ -111,6 +111,6 @@ def test_two_processes_migrating_a_fresh_database_at_once_agree(tmp_path: Path) 
                 await store.close()
 
         versions, epoch_rows = asyncio.run(check())
-    assert versions == ["0002"]
+    assert versions == ["0003"]
     assert len(epoch_rows) == 1  # one epoch: the second process found the schema made
     assert reported == set(epoch_rows)  # both processes name the same log

@@ -11,6 +11,7 @@ from typing import Protocol
 __all__ = [
     "CallAlreadyEnded",
     "CallControl",
+    "CallStatus",
     "CarrierError",
     "CarrierUnavailable",
     "DialRequest",
@@ -49,6 +50,15 @@ class DialResult:
     call_session_id: str | None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class CallStatus:
+    """What the carrier says of a call now: `known` False when it has no such call (never,
+    or no longer), `alive` True while the call is up."""
+
+    known: bool
+    alive: bool
+
+
 class CarrierError(Exception):
     """The carrier refused a command; `status` is its HTTP status, `code` its error code."""
 
@@ -82,5 +92,9 @@ class CallControl(Protocol):
     ) -> None: ...
 
     async def stop_streaming(self, call_control_id: str, *, command_id: str) -> None: ...
+
+    async def call_status(self, call_control_id: str) -> CallStatus:
+        """Ask whether the call is still up (restart recovery: webhooks may have been missed)."""
+        ...
 
     async def close(self) -> None: ...

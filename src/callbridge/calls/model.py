@@ -81,6 +81,9 @@ class Call:
     stream_encoding: str | None = None  # its codec: PCMU, PCMA or L16
     stream_sample_rate: int | None = None
     talk_codec: str | None = None  # bidirectional codec asked for; None: no talk-back
+    # The instance holding the carrier stream while it is active; kept on a stream that was lost
+    # with its instance (a restart, a crash), so that a live instance asks the carrier for it again.
+    stream_instance: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
     answered_at: datetime | None = None
@@ -105,6 +108,7 @@ class Call:
                 "encoding": self.stream_encoding,
                 "sample_rate": self.stream_sample_rate,
                 "talk_codec": self.talk_codec,
+                "instance": self.stream_instance,
             },
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),

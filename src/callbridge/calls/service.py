@@ -38,7 +38,7 @@ from callbridge.hub.base import Hub
 from callbridge.hub.live import StreamNotice
 from callbridge.logs import get_logger
 from callbridge.metrics import EVENTS_STORED
-from callbridge.store.base import Applied, Store
+from callbridge.store.base import Applied, Decide, Store
 
 __all__ = [
     "CallEnded",
@@ -98,6 +98,7 @@ class CallService:
         endpoints: Endpoints,
         default_from: str,
         auto_answer: bool,
+        instance_id: str = "local",
     ) -> None:
         self.store = store
         self.hub = hub
@@ -105,6 +106,7 @@ class CallService:
         self.endpoints = endpoints
         self.default_from = default_from
         self.auto_answer = auto_answer
+        self.instance_id = instance_id  # recorded as the holder of the streams started here
         self._background: set[asyncio.Task[None]] = set()
 
     async def _publish(self, applied: Applied | None) -> Applied | None:
@@ -269,7 +271,9 @@ class CallService:
             await self.store.apply(
                 None,
                 call_control_id,
-                lambda c: on_media_started(c, stream_id, encoding, sample_rate, now),
+                lambda c: on_media_started(
+                    c, stream_id, encoding, sample_rate, now, self.instance_id
+                ),
             )
         )
         return applied.call if applied else None
@@ -282,16 +286,30 @@ class CallService:
         details: dict[str, Any],
         *,
         refused: bool = False,
+        keep_instance: bool = False,
     ) -> None:
-        """Record how a media stream ended, so no call stays `streaming` after its socket."""
+        """Record how a media stream ended, so no call stays `streaming` after its socket.
+        `keep_instance`: lost because this instance stops; a live one will ask for it again."""
         now = datetime.now(UTC)
         await self._publish(
             await self.store.apply(
                 None,
                 call_control_id,
-                lambda c: on_media_ended(c, stream_id, outcome, details, now, refused=refused),
+                lambda c: on_media_ended(
+                    c,
+                    stream_id,
+                    outcome,
+                    details,
+                    now,
+                    refused=refused,
+                    keep_instance=keep_instance,
+                ),
             )
         )
+
+    async def record(self, call_control_id: str, decide: Decide) -> Applied | None:
+        """Apply a transition that has no carrier event id (recovery), then publish it."""
+        return await self._publish(await self.store.apply(None, call_control_id, decide))
 
     async def media_dtmf(self, call_control_id: str, stream_id: str, digit: str) -> None:
         await self._media_note(

@@ -16,6 +16,7 @@ from callbridge.calls.model import Call, CallState, Direction, StreamState, adva
 from callbridge.store.base import Decision
 
 __all__ = [
+    "CALL_RECONCILED",
     "MEDIA_DTMF",
     "MEDIA_ERROR",
     "MEDIA_STARTED",
@@ -25,6 +26,9 @@ __all__ = [
     "on_media_ended",
     "on_media_note",
     "on_media_started",
+    "on_reconciled_end",
+    "on_resume_requested",
+    "on_stream_orphaned",
     "on_stream_token",
 ]
 
@@ -33,6 +37,8 @@ MEDIA_STARTED = "media.started"
 MEDIA_STOPPED = "media.stopped"
 MEDIA_DTMF = "media.dtmf"
 MEDIA_ERROR = "media.error"
+# A call the carrier says is over, though no webhook told us (it came while no instance ran).
+CALL_RECONCILED = "call.reconciled"
 
 _STATE_OF_EVENT = {
     "call.answered": CallState.ANSWERED,
@@ -183,9 +189,14 @@ def _talk_codec(stream: StreamTarget) -> str | None:
 
 
 def on_media_started(
-    existing: Call | None, stream_id: str, encoding: str, sample_rate: int, at: datetime
+    existing: Call | None,
+    stream_id: str,
+    encoding: str,
+    sample_rate: int,
+    at: datetime,
+    instance: str | None = None,
 ) -> Decision:
-    """A carrier media socket said `start`: the stream is live and its format known."""
+    """A carrier media socket said `start` on `instance`: the stream is live, its format known."""
     if existing is None:
         return Decision(None, [])
     call = dataclasses.replace(
@@ -195,6 +206,7 @@ def on_media_started(
         call.state = advance(call.state, CallState.STREAMING)
         call.stream = StreamState.ACTIVE
         call.stream_updated_at = at
+        call.stream_instance = instance
     payload = {"stream_id": stream_id, "encoding": encoding, "sample_rate": sample_rate}
     return _with_state_change(
         existing,
@@ -213,6 +225,7 @@ def on_media_ended(
     at: datetime,
     *,
     refused: bool = False,
+    keep_instance: bool = False,
 ) -> Decision:
     """A carrier media socket ended (`stop`, dropped, or `refused` before it started).
 
@@ -220,7 +233,8 @@ def on_media_ended(
     that a newer one replaced is recorded but changes nothing. A refused stream (a codec we
     cannot relay) becomes the current one, so the call shows `failed` rather than a stream
     that never delivers. A call that has ended keeps `stopped`; a socket closing after the
-    hangup is expected, not lost.
+    hangup is expected, not lost. `keep_instance`: the stream is lost because its instance is
+    stopping, so it stays that instance's, and a live instance asks the carrier for it again.
     """
     if existing is None:
         return Decision(None, [])
@@ -232,6 +246,8 @@ def on_media_ended(
     if current and not newer_news and (refused or existing.stream is StreamState.ACTIVE):
         call.stream = StreamState.STOPPED if call.state is CallState.ENDED else outcome
         call.stream_updated_at = at
+    if current and not (keep_instance and call.stream is StreamState.LOST):
+        call.stream_instance = None
     event_payload = {"stream_id": stream_id, "outcome": outcome.value, **payload}
     return _with_state_change(
         existing,
@@ -249,3 +265,69 @@ def on_media_note(
     if existing is None:
         return Decision(None, [])
     return Decision(existing, [NewEvent(event_type, existing.call_control_id, at, payload)])
+
+
+def on_stream_orphaned(
+    existing: Call | None, holder: str, adopter: str, reason: str, at: datetime
+) -> Decision:
+    """The instance `holder` is gone (restarted, killed, stopped) with the call's stream.
+
+    An active stream of `holder` is lost, with the `media.stopped` its own handler would have
+    stored had it lived; a stream it had already lost is taken over as it is. Either way the
+    stream becomes `adopter`'s to resume. Nothing is written when the stream is no longer
+    `holder`'s: another instance adopted it first, or a new stream started.
+    """
+    if (
+        existing is None
+        or existing.state is CallState.ENDED
+        or existing.stream_instance != holder
+        or existing.stream not in (StreamState.ACTIVE, StreamState.LOST)
+    ):
+        return Decision(None, [])
+    call = dataclasses.replace(existing, stream_instance=adopter)
+    if existing.stream is StreamState.LOST:
+        return Decision(call, [])
+    call.stream = StreamState.LOST
+    call.stream_updated_at = at
+    payload = {
+        "stream_id": existing.stream_id,
+        "outcome": StreamState.LOST.value,
+        "reason": reason,
+        "instance": holder,
+    }
+    return _with_state_change(
+        existing,
+        call,
+        NewEvent(MEDIA_STOPPED, call.call_control_id, at, payload),
+        at,
+        f"{MEDIA_STOPPED}:{StreamState.LOST.value}",
+    )
+
+
+def on_resume_requested(existing: Call | None, holder: str) -> Decision:
+    """`holder` dealt with its lost stream (asked for a new one, or found no need): the stream
+    is nobody's to resume any more. The new stream, when it starts, names its own instance."""
+    if existing is None or existing.stream_instance != holder:
+        return Decision(None, [])
+    if existing.stream is StreamState.ACTIVE:
+        return Decision(None, [])
+    return Decision(dataclasses.replace(existing, stream_instance=None), [])
+
+
+def on_reconciled_end(existing: Call | None, reason: str, at: datetime) -> Decision:
+    """The carrier says the call is over, though no webhook said so (it came, and was given
+    up, while no instance could take it). The call ends as a hangup would end it."""
+    if existing is None or existing.state is CallState.ENDED:
+        return Decision(None, [])
+    call = dataclasses.replace(existing, state=CallState.ENDED, stream_instance=None)
+    call.ended_at = at
+    if call.stream is StreamState.ACTIVE:
+        call.stream = StreamState.STOPPED
+        call.stream_updated_at = at
+    return _with_state_change(
+        existing,
+        call,
+        NewEvent(CALL_RECONCILED, call.call_control_id, at, {"outcome": "ended", "reason": reason}),
+        at,
+        CALL_RECONCILED,
+    )

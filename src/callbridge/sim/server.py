@@ -192,6 +192,14 @@ class Simulator:
                 }
             )
             if final:
+                if status is None or status in RETRYABLE:
+                    log.warning(
+                        "Simulator gave up a webhook",
+                        event_type=data["event_type"],
+                        call_control_id=data["payload"].get("call_control_id"),
+                        attempts=attempt,
+                        status=status,
+                    )
                 return
             await self._sleep(0.5 * 2 ** (attempt - 1) + random.random() * 0.1)
 
@@ -455,6 +463,31 @@ class Simulator:
             else:
                 return _error(404, "10005", "Resource not found", f"Unknown action '{action}'.")
             return JSONResponse({"data": {"result": "ok"}})
+
+        @app.get("/v2/calls/{call_control_id}")
+        async def call_status(call_control_id: str) -> JSONResponse:
+            """Telnyx's "retrieve a call status": `is_alive` while the call is up; a call it
+            does not know is 404."""
+            call = self.calls.get(call_control_id)
+            if call is None:
+                return _error(
+                    404,
+                    "10005",
+                    "Resource not found",
+                    "The requested resource or URL could not be found.",
+                )
+            return JSONResponse(
+                {
+                    "data": {
+                        "record_type": "call",
+                        "call_control_id": call.call_control_id,
+                        "call_leg_id": call.call_leg_id,
+                        "call_session_id": call.call_session_id,
+                        "client_state": call.client_state,
+                        "is_alive": call.alive,
+                    }
+                }
+            )
 
         @app.get("/_sim/info")
         async def info() -> dict[str, Any]:

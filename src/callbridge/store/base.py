@@ -7,9 +7,9 @@ from collections.abc import Callable, Collection
 from typing import Protocol
 
 from callbridge.calls.events import NewEvent, StoredEvent
-from callbridge.calls.model import Call
+from callbridge.calls.model import Call, StreamState
 
-__all__ = ["Applied", "Decide", "Decision", "Store", "StoreHead"]
+__all__ = ["Applied", "Decide", "Decision", "InstanceRecord", "Store", "StoreHead"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -40,6 +40,15 @@ class StoreHead:
     epoch: str
     last_seq: int
     first_seq: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    """One instance's row: its state, and how long ago (by the database's clock) it was seen."""
+
+    instance_id: str
+    state: str
+    seen_ago: float
 
 
 class Store(Protocol):
@@ -79,3 +88,24 @@ class Store(Protocol):
         """Events with `after_seq < seq <= up_to`, in seq order, optionally for some calls."""
 
     async def head(self) -> StoreHead: ...
+
+    # --- instances and their streams (restart recovery, handover) -------------------------
+
+    async def heartbeat(self, instance_id: str, state: str) -> None:
+        """Record that `instance_id` is alive, in `state`, now (the database's clock)."""
+
+    async def instances(self) -> list[InstanceRecord]: ...
+
+    async def forget_instances(self, silent_for: float) -> int:
+        """Delete rows of instances not seen for `silent_for` seconds; how many went."""
+
+    async def unfinished_calls(
+        self,
+        *,
+        held_by: Collection[str] | None = None,
+        not_held_by: Collection[str] | None = None,
+        streams: Collection[StreamState] | None = None,
+        limit: int = 1000,
+    ) -> list[Call]:
+        """Calls not ended; `held_by` / `not_held_by`: whose stream instance is (not) one of
+        those (a call without one matches neither); `streams`: in one of those stream states."""

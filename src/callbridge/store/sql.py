@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Collection
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from callbridge.calls.events import StoredEvent
 from callbridge.calls.model import Call, CallState, Direction, StreamState
-from callbridge.store.base import Applied, Decide, StoreHead
-from callbridge.store.tables import calls, counters, events, meta
+from callbridge.store.base import Applied, Decide, InstanceRecord, StoreHead
+from callbridge.store.tables import calls, counters, events, instances, meta
 
 __all__ = ["SqlStore", "open_store", "run_migrations"]
 
@@ -70,6 +70,7 @@ def _call_from_row(row: RowMapping) -> Call:
         stream_encoding=row["stream_encoding"],
         stream_sample_rate=row["stream_sample_rate"],
         talk_codec=row["talk_codec"],
+        stream_instance=row["stream_instance"],
         created_at=_utc(row["created_at"]),
         updated_at=_utc(row["updated_at"]),
         answered_at=_utc(row["answered_at"]),
@@ -96,6 +97,7 @@ def _call_values(call: Call, now: datetime) -> dict[str, Any]:
         "stream_encoding": call.stream_encoding,
         "stream_sample_rate": call.stream_sample_rate,
         "talk_codec": call.talk_codec,
+        "stream_instance": call.stream_instance,
         "created_at": call.created_at or now,
         "updated_at": now,
         "answered_at": call.answered_at,
@@ -296,6 +298,73 @@ class SqlStore:
             first = await conn.scalar(sa.select(sa.func.min(events.c.seq)))
         assert self._epoch is not None, "open() the store first"
         return StoreHead(epoch=self._epoch, last_seq=int(last or 0), first_seq=int(first or 1))
+
+    # --- instances and their streams ----------------------------------------------------------
+
+    async def _clock(self, conn: AsyncConnection) -> datetime:
+        """Now, by the clock every instance shares: the server's on PostgreSQL (instances on
+        several hosts need not agree on the time); one host's on SQLite, which one host uses."""
+        if self.dialect == "postgresql":
+            now = _utc(await conn.scalar(sa.select(sa.func.now())))
+            assert now is not None
+            return now
+        return datetime.now(UTC)
+
+    async def heartbeat(self, instance_id: str, state: str) -> None:
+        async with self._writing() as conn:
+            now = await self._clock(conn)
+            updated = await conn.execute(
+                sa.update(instances)
+                .where(instances.c.instance_id == instance_id)
+                .values(state=state, last_seen=now)
+            )
+            if updated.rowcount == 0:
+                await conn.execute(
+                    sa.insert(instances).values(
+                        instance_id=instance_id, state=state, started_at=now, last_seen=now
+                    )
+                )
+
+    async def instances(self) -> list[InstanceRecord]:
+        async with self.engine.connect() as conn:
+            now = await self._clock(conn)
+            rows = (await conn.execute(sa.select(instances))).mappings().all()
+        records = []
+        for row in rows:
+            seen = _utc(row["last_seen"])
+            assert seen is not None
+            ago = (now - seen).total_seconds()
+            records.append(InstanceRecord(row["instance_id"], row["state"], ago))
+        return records
+
+    async def forget_instances(self, silent_for: float) -> int:
+        async with self._writing() as conn:
+            cutoff = await self._clock(conn) - timedelta(seconds=silent_for)
+            deleted = await conn.execute(sa.delete(instances).where(instances.c.last_seen < cutoff))
+        return int(deleted.rowcount or 0)
+
+    async def unfinished_calls(
+        self,
+        *,
+        held_by: Collection[str] | None = None,
+        not_held_by: Collection[str] | None = None,
+        streams: Collection[StreamState] | None = None,
+        limit: int = 1000,
+    ) -> list[Call]:
+        query = sa.select(calls).where(calls.c.state != CallState.ENDED.value)
+        if held_by is not None:
+            query = query.where(calls.c.stream_instance.in_(list(held_by)))
+        if not_held_by is not None:
+            query = query.where(
+                calls.c.stream_instance.is_not(None),
+                calls.c.stream_instance.not_in(list(not_held_by)),
+            )
+        if streams is not None:
+            query = query.where(calls.c.stream.in_([stream.value for stream in streams]))
+        query = query.order_by(calls.c.created_at, calls.c.call_control_id).limit(limit)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [_call_from_row(row) for row in rows]
 
 
 async def open_store(url: str) -> SqlStore:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["calls", "counters", "events", "meta", "metadata"]
+__all__ = ["calls", "counters", "events", "instances", "meta", "metadata"]
 
 metadata = sa.MetaData()
 
@@ -42,12 +42,14 @@ calls = sa.Table(
     sa.Column("stream_encoding", sa.String(16)),
     sa.Column("stream_sample_rate", sa.Integer),
     sa.Column("talk_codec", sa.String(16)),
+    sa.Column("stream_instance", sa.String(128)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("answered_at", sa.DateTime(timezone=True)),
     sa.Column("ended_at", sa.DateTime(timezone=True)),
     sa.Index("ix_calls_state", "state"),
     sa.Index("ix_calls_created_at", "created_at"),
+    sa.Index("ix_calls_stream_instance", "stream_instance"),
 )
 
 events = sa.Table(
@@ -61,4 +63,13 @@ events = sa.Table(
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("payload", sa.JSON, nullable=False),
     sa.Index("ix_events_call_seq", "call_control_id", "seq"),
+)
+
+instances = sa.Table(
+    "callbridge_instances",
+    metadata,
+    sa.Column("instance_id", sa.String(128), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_seen", sa.DateTime(timezone=True), nullable=False),
 )

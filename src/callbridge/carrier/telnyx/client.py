@@ -23,6 +23,7 @@ from tenacity import (
 from callbridge import __version__
 from callbridge.calls.carrier import (
     CallAlreadyEnded,
+    CallStatus,
     CarrierError,
     CarrierUnavailable,
     DialRequest,
@@ -37,6 +38,7 @@ __all__ = ["TelnyxClient"]
 log = get_logger(__name__)
 
 CALL_ALREADY_ENDED = "90018"
+INVALID_CALL_CONTROL_ID = "90015"
 
 
 class _Retryable(Exception):
@@ -90,7 +92,7 @@ class TelnyxClient:
     ) -> None:
         self.connection_id = connection_id
         self.max_retries = max_retries
-        self._backoff = wait_exponential_jitter(initial=backoff_initial, max=backoff_max)
+        self._backoff = wait_exponential_jitter(multiplier=backoff_initial, max=backoff_max)
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             timeout=timeout,
@@ -105,15 +107,22 @@ class TelnyxClient:
     async def close(self) -> None:
         await self._http.aclose()
 
-    async def _attempt(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _attempt(self, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
+        """POST `body`, or GET when there is none; an unknown call (only a GET asks about
+        calls Telnyx may have forgotten) is an empty answer."""
         try:
-            response = await self._http.post(path, content=orjson.dumps(body))
+            if body is None:
+                response = await self._http.get(path)
+            else:
+                response = await self._http.post(path, content=orjson.dumps(body))
         except httpx.TransportError as exc:  # timeouts, refused connections, resets
             raise _Retryable(0, None, f"{type(exc).__name__}: {exc}") from exc
         if response.status_code >= 500 or response.status_code == 429:
             raise _Retryable(response.status_code, response.content, f"HTTP {response.status_code}")
         if response.status_code >= 400:
             code, title, detail = _first_error(response.content)
+            if body is None and (response.status_code == 404 or code == INVALID_CALL_CONTROL_ID):
+                return {}
             error_class = CallAlreadyEnded if code == CALL_ALREADY_ENDED else CarrierError
             raise error_class(response.status_code, code, title, detail)
         try:
@@ -122,8 +131,9 @@ class TelnyxClient:
             raise CarrierError(response.status_code, None, "unexpected response", str(exc)) from exc
         return parsed if isinstance(parsed, dict) else {}
 
-    async def _command(self, name: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST with retries on 5xx/429/timeouts; the body (and its command_id) never changes."""
+    async def _command(self, name: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
+        """POST with retries on 5xx/429/timeouts; the body (and its command_id) never changes.
+        Without a body, a GET (a query: as safe to repeat)."""
         retrying = AsyncRetrying(
             retry=retry_if_exception(lambda exc: isinstance(exc, _Retryable)),
             stop=stop_after_attempt(self.max_retries + 1),
@@ -209,3 +219,14 @@ class TelnyxClient:
             self._action_path(call_control_id, "streaming_stop"),
             {"command_id": command_id},
         )
+
+    async def call_status(self, call_control_id: str) -> CallStatus:
+        """`GET /v2/calls/{call_control_id}`: `data.is_alive`; 404 (or 90015) is a call Telnyx
+        does not know, never placed or long gone."""
+        answer = await self._command(
+            "call_status", f"/calls/{quote(call_control_id, safe=':')}", None
+        )
+        data = answer.get("data")
+        if not isinstance(data, dict):
+            return CallStatus(known=False, alive=False)
+        return CallStatus(known=True, alive=data.get("is_alive") is True)
