@@ -4,6 +4,9 @@ Telnyx behaviour reproduced here (see docs/protocol.md and the Telnyx reference)
 - REST under `/v2`, Bearer auth, `{"data": …}` answers and `{"errors": [{code, title, detail}]}`
   errors with string codes; 422/90018 for commands on a call that has ended;
 - `command_id` dedupe: a repeated command with the same id is answered, not executed again;
+- `GET /v2/calls/{call_control_id}` with `data.is_alive`, 404 for a call it does not know;
+- one stream per call: `streaming_start` on a streaming call replaces the stream (make before
+  break: the old socket gets `stop` once the new one has said `start`);
 - webhooks `{"data": {record_type, event_type, id, occurred_at, payload}, "meta": {attempt,
   delivered_to}}`, signed with Ed25519, retried with backoff on 408/429/5xx and on no answer
   within 2 s, `meta.attempt` counting up.
@@ -231,10 +234,16 @@ class Simulator:
         if call.alive:
             self._end(call, scenario.hangup_cause, scenario.hangup_source)
 
-    def _start_stream(self, call: SimCall) -> None:
+    def _start_stream(self, call: SimCall, replaced: SimulatedStream | None = None) -> None:
+        """Open the media socket the call's streaming parameters ask for; a `replaced` stream
+        gets `stop` once the new one has said `start`, or has failed to open."""
         if not call.stream.get("stream_url"):
+            if replaced is not None:
+                replaced.stop()
             return
         if call.scenario.stream_fails:
+            if replaced is not None:
+                replaced.stop()
             self.emit(
                 call,
                 "streaming.failed",
@@ -250,16 +259,37 @@ class Simulator:
         call.streaming = True
         self.emit(call, "streaming.started", stream_url=call.stream["stream_url"])
         if call.scenario.media:
+
+            def failed(reason: str) -> None:
+                if replaced is not None:
+                    replaced.stop()
+                self._media_failed(call, media, reason)
+
             media = SimulatedStream(
-                self._media_plan(call), lambda reason: self._media_failed(call, reason)
+                self._media_plan(call), failed, replaced.stop if replaced is not None else None
             )
             call.media = media
             call.streams.append(media)
             self._spawn(call, media.run())
+        elif replaced is not None:
+            replaced.stop()
 
-    def _media_failed(self, call: SimCall, reason: str) -> None:
+    def _replace_stream(self, call: SimCall, stream: dict[str, Any]) -> None:
+        """`streaming_start`: Telnyx runs one stream per call, and a new one replaces the one
+        running. The old socket streams on until the new one has said `start` (or failed to
+        open), then gets `stop`: make before break. A service may close the old socket itself
+        first (a handover does, once the new stream has started on another instance)."""
+        replaced = call.media
+        if call.streaming:
+            call.streaming = False
+            self.emit(call, "streaming.stopped", stream_url=call.stream.get("stream_url"))
+        call.media = None
+        call.stream = stream
+        self._start_stream(call, replaced)
+
+    def _media_failed(self, call: SimCall, media: SimulatedStream, reason: str) -> None:
         """The media socket could not be opened: Telnyx reports that as streaming.failed."""
-        if call.alive and call.streaming:
+        if call.alive and call.streaming and call.media is media:
             call.streaming = False
             call.media = None
             self.emit(
@@ -293,9 +323,9 @@ class Simulator:
         )
 
     def _stop_stream(self, call: SimCall) -> None:
-        if call.media is not None:
-            call.media.stop()
-            call.media = None
+        for media in call.streams:  # one, or two while a new stream replaces the old
+            media.stop()
+        call.media = None
         if call.streaming:
             call.streaming = False
             self.emit(call, "streaming.stopped", stream_url=call.stream.get("stream_url"))
@@ -455,9 +485,9 @@ class Simulator:
             elif action == "hangup":
                 self._end(call, "normal_clearing", "caller")
             elif action == "streaming_start":
-                self._stop_stream(call)
-                call.stream = {k: v for k, v in body.items() if k.startswith("stream_")}
-                self._start_stream(call)
+                self._replace_stream(
+                    call, {k: v for k, v in body.items() if k.startswith("stream_")}
+                )
             elif action == "streaming_stop":
                 self._stop_stream(call)
             else:

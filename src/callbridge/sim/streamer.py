@@ -78,9 +78,15 @@ class MediaPlan:
 class SimulatedStream:
     """One media socket from open to `stop` (or to a simulated drop)."""
 
-    def __init__(self, plan: MediaPlan, on_failure: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        plan: MediaPlan,
+        on_failure: Callable[[str], None] | None = None,
+        on_started: Callable[[], None] | None = None,
+    ) -> None:
         self.plan = plan
         self.on_failure = on_failure
+        self.on_started = on_started  # once `start` is sent (a stream it replaces may stop)
         self.rate = plan.sample_rate
         self.frame_samples = int(self.rate * FRAME_SECONDS)
         self.speech = speech_pcm(self.rate)
@@ -121,6 +127,8 @@ class SimulatedStream:
         receiver = asyncio.create_task(self._receive(stream))
         try:
             await stream.begin(client_state=plan.client_state)
+            if self.on_started is not None:
+                self.on_started()
             await self._pace(stream)
         except ConnectionClosed:
             log.info("Media socket closed by the service", call_control_id=plan.call_control_id)
