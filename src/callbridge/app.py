@@ -19,10 +19,12 @@ from callbridge.carrier.telnyx.webhooks import WebhookVerifier
 from callbridge.config import Settings
 from callbridge.console import app as console
 from callbridge.hub.base import open_hub
+from callbridge.lifecycle import Lifecycle
 from callbridge.logs import get_logger
 from callbridge.runtime import Runtime
 from callbridge.store.sql import open_store
 from callbridge.ws.audio import CARRIER_PATH, FRONTEND_PATH, audio_endpoint
+from callbridge.ws.connections import TrackWebSockets
 from callbridge.ws.events import call_events_endpoint
 
 __all__ = ["ConfigurationError", "create_app"]
@@ -64,6 +66,7 @@ def create_app(settings: Settings, *, simulator: bool = False) -> FastAPI:
     `simulator` says that the embedded simulator plays Telnyx (front ends may offer its
     scenarios)."""
     verifier = _verifier(settings)
+    lifecycle = Lifecycle(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -87,6 +90,7 @@ def create_app(settings: Settings, *, simulator: bool = False) -> FastAPI:
             endpoints=Endpoints(stream_url=settings.stream_url, webhook_url=settings.webhook_url),
             default_from=settings.default_from,
             auto_answer=settings.auto_answer,
+            instance_id=lifecycle.instance_id,
         )
         app.state.runtime = Runtime(settings, store, hub, calls, verifier, simulator)
         head = await store.head()
@@ -100,9 +104,12 @@ def create_app(settings: Settings, *, simulator: bool = False) -> FastAPI:
             webhook_url=settings.webhook_url,
             ping_interval=settings.ws_ping_interval,
         )
+        app.state.runtime.connections = lifecycle.connections
+        await lifecycle.open(app.state.runtime)
         try:
             yield
         finally:
+            await lifecycle.close()
             await calls.drain()
             await carrier.close()
             await hub.close()
@@ -114,6 +121,12 @@ def create_app(settings: Settings, *, simulator: bool = False) -> FastAPI:
         version=__version__,
         summary="Telnyx Call Control to browsers: call events and live audio over WebSockets.",
         lifespan=lifespan,
+    )
+    # The server's SIGTERM handling calls lifecycle.drain(), and lifecycle.serving() once it
+    # listens (cli.py).
+    app.state.lifecycle = lifecycle
+    app.add_middleware(
+        TrackWebSockets, connections=lifecycle.connections, carrier_path=CARRIER_PATH
     )
     install_error_handlers(app)
     app.include_router(health_api.router)

@@ -22,6 +22,7 @@ from callbridge.config import Settings
 from callbridge.edge.doctor_cli import doctor as doctor_command
 from callbridge.edge.nginx_cli import nginx_app
 from callbridge.logs import configure_logging, get_logger
+from callbridge.server import Server
 
 __all__ = ["app", "configuration_markdown", "main"]
 
@@ -122,7 +123,8 @@ async def _serve(settings: Settings) -> None:
                 "telnyx_api_key": SecretStr(simulator.api_key),
             }
         )
-        sim_server = uvicorn.Server(_uvicorn_config(simulator.app, settings, ping=False))
+        sim_config = _uvicorn_config(simulator.app, settings, ping=False)
+        sim_server = Server(sim_config, signals=False)
         sim_task = asyncio.create_task(sim_server.serve(sockets=[sim_socket]))
         await _wait_started(sim_server, sim_task)
         log.info(
@@ -132,10 +134,12 @@ async def _serve(settings: Settings) -> None:
             webhook_public_key=signer.public_key_b64,
         )
     asgi = create_app(settings, simulator=simulator is not None)
-    server = uvicorn.Server(_uvicorn_config(asgi, settings))
+    lifecycle = asgi.state.lifecycle
+    server = Server(_uvicorn_config(asgi, settings), drain=lifecycle.drain)
     task = asyncio.create_task(server.serve(sockets=[main_socket]))
     try:
         await _wait_started(server, task)
+        await lifecycle.serving()
         log.info(
             "callbridge ready",
             url=settings.effective_public_url,
@@ -256,7 +260,7 @@ async def _simulator_running(
         signer=signer, api_key=api_key, pace=pace, inbound_webhook_url=webhook_url
     )
     sock = _bind(host, port)
-    server = uvicorn.Server(_uvicorn_config(simulator.app, settings, ping=False))
+    server = Server(_uvicorn_config(simulator.app, settings, ping=False))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     await _wait_started(server, task)
     actual = sock.getsockname()[1]

@@ -143,6 +143,42 @@ class Settings(BaseSettings):
         "event; an event Redis lost reaches clients within two checks. 0 disables. Redis hub "
         "only.",
     )
+    # --- Instances: restarts, dead instances, handover --------------------------------------
+    instance_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        validation_alias=_env("CALLBRIDGE_INSTANCE_ID"),
+        description="This instance's name in the store; keep it across restarts, so a "
+        "restarted instance knows the media streams it held. Unset: <hostname>:<port>.",
+    )
+    heartbeat_interval: float = Field(
+        5.0,
+        gt=0,
+        validation_alias=_env("CALLBRIDGE_HEARTBEAT_INTERVAL"),
+        description="Seconds between this instance's heartbeats in the store, and its checks "
+        "for instances that stopped sending theirs.",
+    )
+    heartbeat_timeout: float = Field(
+        30.0,
+        gt=0,
+        validation_alias=_env("CALLBRIDGE_HEARTBEAT_TIMEOUT"),
+        description="Seconds without a heartbeat after which an instance is dead: another "
+        "ends its media streams as lost. More than twice the interval.",
+    )
+    handover_timeout: float = Field(
+        10.0,
+        ge=0,
+        validation_alias=_env("CALLBRIDGE_HANDOVER_TIMEOUT"),
+        description="Seconds a stopping instance waits for its media streams to start again on "
+        "another instance before it closes them anyway; 0: no handover.",
+    )
+    resume_lost_streams: bool = Field(
+        True,
+        validation_alias=_env("CALLBRIDGE_RESUME_LOST_STREAMS"),
+        description="Ask the carrier to stream a call again when its stream was lost with its "
+        "instance (a restart, a crash, a stop with nobody to hand over to) and the call is up.",
+    )
     ws_ping_interval: float = Field(
         20.0,
         ge=0,
@@ -262,6 +298,17 @@ class Settings(BaseSettings):
     @classmethod
     def _async_driver(cls, value: str) -> str:
         return normalise_database_url(value)
+
+    @field_validator("heartbeat_timeout")
+    @classmethod
+    def _outlives_heartbeats(cls, value: float, info: Any) -> float:
+        """One late heartbeat (a busy moment, a slow database) must not declare anyone dead."""
+        interval = info.data.get("heartbeat_interval")
+        if interval is not None and value <= 2 * interval:
+            raise ValueError(
+                f"must be more than twice CALLBRIDGE_HEARTBEAT_INTERVAL ({interval:g} s)"
+            )
+        return value
 
     @property
     def simulator_mode(self) -> bool:

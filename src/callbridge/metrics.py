@@ -10,14 +10,17 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 __all__ = [
+    "CALL_RECOVERIES",
     "EVENTS_DELIVERED",
     "EVENTS_STORED",
     "EVENT_CLIENTS",
     "EVENT_SUBSCRIBER_OVERFLOWS",
+    "HANDOVERS",
     "HUB_CONNECTED",
     "HUB_DROPS",
     "HUB_RECONNECTS",
     "HUB_RESYNCS",
+    "INSTANCE_PEERS",
     "MEDIA",
     "MEDIA_MALFORMED",
     "MEDIA_STREAMS_ENDED",
@@ -83,6 +86,22 @@ MEDIA_MALFORMED = Counter(
     "callbridge_media_malformed_total",
     "Frames dropped from carrier media streams or browser sockets as malformed, by kind.",
     ["source", "kind"],
+)
+HANDOVERS = Counter(
+    "callbridge_stream_handovers_total",
+    "Carrier media streams a stopping instance held, by what became of them (handed_over, "
+    "timed_out, refused: the carrier refused the new stream, alone: no instance to take it).",
+    ["outcome"],
+)
+CALL_RECOVERIES = Counter(
+    "callbridge_recoveries_total",
+    "What restart recovery and the dead-instance check did, by action (stream_lost, "
+    "stream_resumed, call_ended).",
+    ["action"],
+)
+INSTANCE_PEERS = Gauge(
+    "callbridge_instance_peers",
+    "Other instances this one sees alive in the store (fresh heartbeat, not stopping).",
 )
 
 

@@ -11,6 +11,7 @@ from callbridge.carrier.telnyx.webhooks import WebhookVerifier
 from callbridge.config import Settings
 from callbridge.hub.base import Hub
 from callbridge.store.base import Store
+from callbridge.ws.connections import Connections
 
 __all__ = ["Runtime", "runtime_of"]
 
@@ -23,6 +24,8 @@ class Runtime:
     calls: CallService
     verifier: WebhookVerifier
     simulator: bool = False  # Telnyx is played by the embedded simulator
+    # Open sockets, for a drain to close or hand over (see lifecycle.py).
+    connections: Connections = dataclasses.field(default_factory=Connections)
 
 
 def runtime_of(connection: HTTPConnection) -> Runtime:

@@ -1,8 +1,8 @@
 """Several callbridge instances as one system, all real processes on 127.0.0.1.
 
 One standalone Telnyx simulator, one redis-server of the test's own (so a test may kill and
-restart it), one fresh PostgreSQL database, three `callbridge serve` processes in Telnyx mode
-sharing both, and one nginx in front of them:
+restart it), one fresh PostgreSQL database, three (or `count`) `callbridge serve` processes in
+Telnyx mode sharing both, and one nginx in front of them:
 
 - port `url`: `least_conn` over every instance, as a deployment runs. `CALLBRIDGE_PUBLIC_URL`
   points here, so the simulator's webhooks and media sockets spread over the instances.
@@ -111,7 +111,17 @@ class Cluster:
                 instance.start()
 
 
-def _telnyx_mode(sim: ServiceProcess) -> dict[str, str]:
+def standalone_simulator(tmp: Path) -> ServiceProcess:
+    """`callbridge simulate serve`, started: a Telnyx that outlives the services it plays for."""
+    sim_port = free_port()
+    sim_env = service_env(tmp, CALLBRIDGE_PORT=str(sim_port))
+    sim_args = ("simulate", "serve", "--port", str(sim_port), "--api-key", API_KEY)
+    sim_args += ("--seed", SEED, "--pace", "0.05")
+    return ServiceProcess(sim_env, tmp, args=sim_args, ready_event="simulator ready").start()
+
+
+def telnyx_mode(sim: ServiceProcess) -> dict[str, str]:
+    """The TELNYX_* settings that point a service at the standalone simulator `sim`."""
     ready = next(e for e in sim.logs if e.get("event") == "simulator ready")
     return {
         "TELNYX_API_KEY": API_KEY,
@@ -122,31 +132,29 @@ def _telnyx_mode(sim: ServiceProcess) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running_cluster(tmp: Path) -> Iterator[Cluster]:
-    sim_port = free_port()
-    sim_env = service_env(tmp, CALLBRIDGE_PORT=str(sim_port))
-    sim_args = ("simulate", "serve", "--port", str(sim_port), "--api-key", API_KEY)
-    sim_args += ("--seed", SEED, "--pace", "0.05")
-    sim = ServiceProcess(sim_env, tmp, args=sim_args, ready_event="simulator ready").start()
+def running_cluster(tmp: Path, count: int = INSTANCES, **settings: str) -> Iterator[Cluster]:
+    """`count` instances (at least two: nginx's failover port prefers the second), with
+    `settings` (CALLBRIDGE_* variables) on top of the cluster's own."""
+    sim = standalone_simulator(tmp)
     redis = RedisServer(tmp).start()
     port, failover_port = free_port(), free_port()
     instances: list[ServiceProcess] = []
     nginx: NginxProcess | None = None
     try:
         with pg_database() as database_url:
-            for index in range(INSTANCES):
+            for index in range(count):
                 workdir = tmp / f"instance-{index}"
                 workdir.mkdir()
-                env = service_env(
-                    workdir,
-                    CALLBRIDGE_DATABASE_URL=database_url,
-                    CALLBRIDGE_BROKER_URL=redis.url,
-                    CALLBRIDGE_PUBLIC_URL=f"http://127.0.0.1:{port}",
-                    **_telnyx_mode(sim),
-                )
-                instances.append(ServiceProcess(env, workdir))
+                overrides = {
+                    "CALLBRIDGE_DATABASE_URL": database_url,
+                    "CALLBRIDGE_BROKER_URL": redis.url,
+                    "CALLBRIDGE_PUBLIC_URL": f"http://127.0.0.1:{port}",
+                    **telnyx_mode(sim),
+                    **settings,
+                }
+                instances.append(ServiceProcess(service_env(workdir, **overrides), workdir))
             # All at once, on a fresh database: one migrates, the others wait and find it done.
-            with concurrent.futures.ThreadPoolExecutor(INSTANCES) as pool:
+            with concurrent.futures.ThreadPoolExecutor(count) as pool:
                 list(pool.map(ServiceProcess.start, instances))
             prefix = tmp / "nginx"
             prefix.mkdir()

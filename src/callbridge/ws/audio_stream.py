@@ -9,13 +9,15 @@ into the browser frame (audio/frames.py) with its payload untouched, and offered
 nothing on this path waits for a listener or touches the database. `dtmf`, `error` and the
 end of the stream become call events; a socket that drops without `stop` marks the stream
 `lost`, so no call is left "streaming" forever. Talk-back from a browser comes the other way
-through the hub and leaves as Telnyx `media` frames.
+through the hub and leaves as Telnyx `media` frames. When this instance stops, `leave()` ends
+the stream the way the drain decided (handed over, or lost with the instance).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import time
 from collections.abc import MutableMapping
@@ -51,10 +53,27 @@ from callbridge.runtime import Runtime
 from callbridge.ws.audio_format import format_notice
 from callbridge.ws.close_codes import CloseCode, close_reason
 
-__all__ = ["CarrierStream"]
+__all__ = ["CarrierStream", "Departure"]
 
 log = get_logger(__name__)
 TALK_QUEUE = 500  # 10 s of 20 ms frames; Telnyx queues and plays what we send
+FINISH_WAIT = 5.0  # most `leave()` waits for the end of the stream to be recorded
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Departure:
+    """How a stream ends because this instance stops (see ws/handover.py).
+
+    `outcome` and `reason` are recorded if the socket closes because we close it (a `stop`
+    from the carrier is recorded as such). `notify`: tell the call's listeners the stream
+    ended (not when another stream takes over: they follow its `format`). `keep`: a stream
+    lost this way stays this instance's, so a live instance asks the carrier for it again.
+    """
+
+    outcome: StreamState
+    reason: str
+    notify: bool = True
+    keep: bool = False
 
 
 class _Refused(Exception):
@@ -83,6 +102,9 @@ class CarrierStream:
         self.stats = MediaStats()  # replaced by the call's shared stats once known
         self._reorder_counted = (0, 0, 0, 0)
         self._frames = 0
+        self.departure: Departure | None = None  # set when this instance stops
+        self.done = asyncio.Event()  # the end of the stream is recorded
+        self.notified = False  # listeners were told the stream ended
 
     # --- bad input: dropped, counted, logged once per kind ----------------------------------
 
@@ -209,6 +231,7 @@ class CarrierStream:
         talk_queue: LiveQueue[TalkItem] | None = None
         talk_task: asyncio.Task[None] | None = None
         outcome, reason = StreamState.LOST, "socket closed without stop"
+        runtime.connections.streams.add(self)
         try:
             call = await runtime.calls.media_started(call_id, stream_id, encoding, sample_rate)
             log.info(
@@ -230,6 +253,8 @@ class CarrierStream:
                 runtime.hub.publish_audio(call_id, format_notice(call))
             if await self._relay(sample_bytes):
                 outcome, reason = StreamState.STOPPED, "stop"
+            elif self.departure is not None:  # we closed it: this instance is stopping
+                outcome, reason = self.departure.outcome, self.departure.reason
         except WebSocketDisconnect:
             pass
         except Exception:
@@ -244,7 +269,10 @@ class CarrierStream:
                     await talk_task
             if talk_queue is not None:
                 runtime.hub.unsubscribe_talk(call_id, talk_queue)
-            await self._finish(outcome, reason, time.monotonic() - began)
+            try:
+                await self._finish(outcome, reason, time.monotonic() - began)
+            finally:  # only now: until its end is stored, the stream is this socket's
+                runtime.connections.streams.discard(self)
 
     async def _relay(self, sample_bytes: int) -> bool:
         """The hot loop; True if the stream ended with `stop`."""
@@ -353,6 +381,23 @@ class CarrierStream:
         MEDIA_STREAMS_ENDED.labels(outcome.value).inc()
         log_method = log.info if outcome is StreamState.STOPPED else log.warning
         log_method("Media stream ended", call_control_id=self.call_id, outcome=outcome, **details)
+        departure = self.departure
+        if departure is None or departure.notify:
+            self._notify_end(outcome)
+        keep = departure is not None and departure.keep and outcome is StreamState.LOST
+        try:
+            await self.runtime.calls.media_ended(
+                self.call_id, self.stream_id, outcome, details, keep_instance=keep
+            )
+        except Exception:  # the store may be closing with the service; say so once
+            log.exception(
+                "Could not record the end of a media stream", call_control_id=self.call_id
+            )
+        finally:
+            self.done.set()
+
+    def _notify_end(self, outcome: StreamState) -> None:
+        self.notified = True
         self.runtime.hub.publish_audio(
             self.call_id,
             StreamNotice(
@@ -360,12 +405,25 @@ class CarrierStream:
                 {"stream_id": self.stream_id, "reason": "stream_" + outcome.value},
             ),
         )
-        try:
-            await self.runtime.calls.media_ended(self.call_id, self.stream_id, outcome, details)
-        except Exception:  # the store may be closing with the service; say so once
-            log.exception(
-                "Could not record the end of a media stream", call_control_id=self.call_id
-            )
+
+    # --- this instance stops ---------------------------------------------------------------
+
+    def departing(self, departure: Departure) -> None:
+        """Say now how the stream will end (a handover starts: a `stop` Telnyx may send on
+        this socket when the new stream replaces it must not end the listeners)."""
+        self.departure = departure
+
+    async def leave(self, departure: Departure, close_reason: str) -> None:
+        """End the stream as `departure` says: close the socket with 1001 (unless it has ended
+        already), and wait, bounded, until its end is recorded."""
+        self.departure = departure
+        if self.done.is_set():
+            if departure.notify and not self.notified:
+                self._notify_end(departure.outcome)  # it ended quietly, expecting a new one
+            return
+        await self._close(CloseCode.GOING_AWAY, close_reason)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.done.wait(), FINISH_WAIT)
 
     # --- talk-back -----------------------------------------------------------------------------
 
