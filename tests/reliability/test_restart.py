@@ -1,10 +1,14 @@
-"""kill -9 mid-call, then a restart: nothing is left "active forever".
+"""A lone instance that dies or stops, then starts again: nothing is left "active forever".
 
-A standalone simulator plays Telnyx, so the calls outlive the service. Two calls are streaming
-when the service is killed. While it is down, the far end of one hangs up, and the simulator
-gives up delivering that news. The restarted service (same instance id: same host and port)
-ends both streams as lost ("instance restarted"); the carrier says the hung-up call is over, so
-it ends it (`call.reconciled`), and the other is still up, so it asks for its stream again.
+A standalone simulator plays Telnyx, so the calls outlive the service. The restarted service has
+the same instance id (same host and port), so it knows the streams it held.
+
+- kill -9 with two calls streaming; while it is down, the far end of one hangs up and the
+  simulator gives up delivering that news. After the restart both streams end as lost
+  ("instance restarted"); the carrier says the hung-up call is over, so it ends
+  (`call.reconciled`); the other is still up, so its stream is asked for again.
+- SIGTERM with nobody to hand the stream over to: the stream ends as lost with the instance, and
+  the next start asks for it again.
 """
 
 from __future__ import annotations
@@ -99,5 +103,38 @@ def test_a_restart_after_kill_9_ends_lost_streams_and_calls_the_carrier_ended(
             assert (call["state"], call["stream"]) == ("streaming", "active")
             assert call["media"]["stream_id"] == new_stream
             assert api.post(f"/api/calls/{kept}/hangup").status_code == 200
+    finally:
+        service.stop()
+
+
+def test_a_lone_instance_stopped_asks_for_its_streams_again_when_it_starts(
+    tmp_path: Path, simulator: ServiceProcess
+) -> None:
+    workdir = tmp_path / "service"
+    workdir.mkdir()
+    service = ServiceProcess(service_env(workdir, **telnyx_mode(simulator)), workdir).start()
+    try:
+        with httpx.Client(base_url=service.url, headers=service.api_headers, timeout=15) as api:
+            response = api.post("/api/calls", json={"to": LONG_CALL})
+        call_id = response.json()["data"]["call_control_id"]
+        first = service.wait_for_log(started(call_id))["stream_id"]
+
+        assert service.stop() == 0  # SIGTERM, with nobody to hand the stream to
+        ended = [e for e in service.logs if e.get("event") == "Media stream ended"]
+        assert [(e["call_control_id"], e["outcome"]) for e in ended] == [(call_id, "lost")]
+        assert ended[0]["reason"] == "instance stopped; no other instance to take the stream"
+
+        service.start()
+        again = service.wait_for_log(started(call_id))["stream_id"]
+        assert again != first
+        log = events_of(service, call_id)
+        stopped = [e["payload"] for e in log if e["type"] == "media.stopped"]
+        assert [(p["stream_id"], p["outcome"]) for p in stopped] == [(first, "lost")]
+        assert [e["payload"]["stream_id"] for e in log if e["type"] == "media.started"] == [
+            first,
+            again,
+        ]
+        with httpx.Client(base_url=service.url, headers=service.api_headers, timeout=15) as api:
+            assert api.post(f"/api/calls/{call_id}/hangup").status_code == 200
     finally:
         service.stop()
