@@ -1,8 +1,9 @@
 """Screenshots of the console with a call in progress, for the README (not a test).
 
-Starts callbridge on free ports in a temporary directory (simulator mode), dials the hour-long
-scenario in Debian's Chromium, listens, holds Talk for a moment so both meters move, and saves
-docs/console.png (1280x800) and docs/console-phone.png (390x844).
+Starts callbridge on free ports in a temporary directory (simulator mode, a fresh API key that
+the console gets from its link's #key=), dials the hour-long scenario in Debian's Chromium,
+listens, holds Talk for a moment so both meters move, and saves docs/console.png (1280x800) and
+docs/console-phone.png (390x844).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.auth import BenchAuth
 from playwright.async_api import Page
 from tests.console.browser import Console, chromium
 
@@ -54,10 +56,12 @@ async def _shoot(url: str) -> None:
 
 
 def main() -> None:
+    auth = BenchAuth()
     with tempfile.TemporaryDirectory() as tmp:
         port = _free_port()
         env = {
             **os.environ,
+            **auth.env(),
             "CALLBRIDGE_PORT": str(port),
             "CALLBRIDGE_SIM_PORT": str(_free_port()),
             "CALLBRIDGE_DATABASE_URL": f"sqlite:///{tmp}/callbridge.db",
@@ -74,7 +78,7 @@ def main() -> None:
             for line in service.stderr:
                 if '"callbridge ready"' in line:
                     break
-            asyncio.run(_shoot(f"http://127.0.0.1:{port}/"))
+            asyncio.run(_shoot(f"http://127.0.0.1:{port}/#key={auth.api_key}"))
         finally:
             service.terminate()
             service.wait(timeout=30)

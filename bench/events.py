@@ -30,8 +30,10 @@ from typing import Any
 
 import httpx
 import orjson
+from bench.auth import BenchAuth
 from websockets.asyncio.client import connect
 
+from callbridge.sim.auth import token_subprotocols
 from callbridge.sim.load import percentile, rss_mb
 from callbridge.sim.signing import WebhookSigner
 
@@ -49,10 +51,11 @@ def _shares(total: int, parts: int) -> list[int]:
     return [total // parts + (index < total % parts) for index in range(parts)]
 
 
-def _start_service(tmp: str) -> tuple[subprocess.Popen[str], int]:
+def _start_service(tmp: str, auth: BenchAuth) -> tuple[subprocess.Popen[str], int]:
     port = _free_port()
     env = {
         **os.environ,
+        **auth.env(),
         "CALLBRIDGE_PORT": str(port),
         "CALLBRIDGE_SIM_PORT": str(_free_port()),
         "CALLBRIDGE_DATABASE_URL": f"sqlite:///{tmp}/events.db",
@@ -78,13 +81,17 @@ def _start_service(tmp: str) -> tuple[subprocess.Popen[str], int]:
     raise RuntimeError("service did not start")
 
 
-def _subscribers(port: int, count: int, ready: Any, results: Any, events: int) -> None:
+def _subscribers(port: int, count: int, ready: Any, results: Any, events: int, token: str) -> None:
     os.sched_setaffinity(0, [1])
 
     async def run() -> list[int]:
         arrivals: list[int] = []
         clients = [
-            await connect(f"ws://127.0.0.1:{port}/call-events", open_timeout=60)
+            await connect(
+                f"ws://127.0.0.1:{port}/call-events",
+                subprotocols=token_subprotocols(token),
+                open_timeout=60,
+            )
             for _ in range(count)
         ]
         for client in clients:
@@ -109,9 +116,11 @@ def _subscribers(port: int, count: int, ready: Any, results: Any, events: int) -
 
 def fanout(subscribers: int, events: int, processes: int) -> dict[str, float]:
     signer = WebhookSigner.from_seed_b64(SEED)
+    auth = BenchAuth()
     with tempfile.TemporaryDirectory() as tmp:
-        service, port = _start_service(tmp)
+        service, port = _start_service(tmp, auth)
         try:
+            token = auth.token(f"http://127.0.0.1:{port}", rights=("events",))
             context = multiprocessing.get_context("spawn")
             ready = context.Barrier(processes + 1)
             results = context.Queue()
@@ -119,7 +128,7 @@ def fanout(subscribers: int, events: int, processes: int) -> dict[str, float]:
                 subscribers // processes + (i < subscribers % processes) for i in range(processes)
             ]
             workers = [
-                context.Process(target=_subscribers, args=(port, n, ready, results, events))
+                context.Process(target=_subscribers, args=(port, n, ready, results, events, token))
                 for n in share
             ]
             for worker in workers:
@@ -165,13 +174,17 @@ def fanout(subscribers: int, events: int, processes: int) -> dict[str, float]:
     }
 
 
-def _idle_clients(port: int, count: int, ready: Any, done: Any) -> None:
+def _idle_clients(port: int, count: int, ready: Any, done: Any, token: str) -> None:
     os.sched_setaffinity(0, [1])
 
     async def run() -> None:
         clients = []
         for _ in range(count):
-            client = await connect(f"ws://127.0.0.1:{port}/call-events", open_timeout=60)
+            client = await connect(
+                f"ws://127.0.0.1:{port}/call-events",
+                subprotocols=token_subprotocols(token),
+                open_timeout=60,
+            )
             await client.recv()
             clients.append(client)
         ready.wait()
@@ -183,9 +196,11 @@ def _idle_clients(port: int, count: int, ready: Any, done: Any) -> None:
 
 
 def idle(connections: int, processes: int) -> dict[str, float]:
+    auth = BenchAuth()
     with tempfile.TemporaryDirectory() as tmp:
-        service, port = _start_service(tmp)
+        service, port = _start_service(tmp, auth)
         try:
+            token = auth.token(f"http://127.0.0.1:{port}", rights=("events",))
             time.sleep(1.0)  # let start-up allocations settle before the baseline
             before = rss_mb(service.pid)
             context = multiprocessing.get_context("spawn")
@@ -195,7 +210,8 @@ def idle(connections: int, processes: int) -> dict[str, float]:
                 connections // processes + (i < connections % processes) for i in range(processes)
             ]
             workers = [
-                context.Process(target=_idle_clients, args=(port, n, ready, done)) for n in share
+                context.Process(target=_idle_clients, args=(port, n, ready, done, token))
+                for n in share
             ]
             for worker in workers:
                 worker.start()

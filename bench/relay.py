@@ -6,7 +6,9 @@ Each run starts the server fresh, pinned to one core (`taskset -c 0`), and the l
 (`callbridge simulate load`'s workers, pinned with sched_setaffinity), with the streams' phases
 spread evenly over the 20 ms frame period and a 2 s warm-up left out of every figure. Servers
 are interleaved run by run. The baselines are bench/relays/: bare `websockets`, bare `picows`
-and Node.js + `ws` (run `npm ci` in bench/relays/node first). Prints a Markdown table of medians.
+and Node.js + `ws` (run `npm ci` in bench/relays/node first). callbridge runs with a fresh API
+key per run and its listeners present browser tokens (bench/auth.py); the bare relays have no
+authentication. Prints a Markdown table of medians.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from bench.auth import BenchAuth
 
 from callbridge.sim.load import CallTarget, LoadResult, dial_calls, hang_up, run_load
 
@@ -48,11 +52,12 @@ def _command(server: str, port: int) -> list[str]:
 
 
 @contextmanager
-def _server(server: str, core: int, tmp: Path) -> Iterator[tuple[int, int, str]]:
+def _server(server: str, core: int, tmp: Path, auth: BenchAuth) -> Iterator[tuple[int, int, str]]:
     """Start one server pinned to `core`; yield (pid, port, simulator URL or "")."""
     port, sim_port = _free_port(), _free_port()
     env = {
         **os.environ,
+        **(auth.env() if server == "callbridge" else {}),
         "CALLBRIDGE_PORT": str(port),
         "CALLBRIDGE_SIM_PORT": str(sim_port),
         "CALLBRIDGE_DATABASE_URL": f"sqlite:///{tmp}/bench-{port}.db",
@@ -86,9 +91,14 @@ def _drain(pipe: Any) -> None:
         pass
 
 
-def _targets(server: str, port: int, sim: str, streams: int) -> list[CallTarget]:
+def _targets(
+    server: str, port: int, sim: str, streams: int, listeners: int, auth: BenchAuth
+) -> list[CallTarget]:
     if server == "callbridge":
-        return asyncio.run(dial_calls(f"http://127.0.0.1:{port}", sim, streams))
+        target = f"http://127.0.0.1:{port}"
+        return asyncio.run(
+            dial_calls(target, sim, streams, listeners=listeners, api_key=auth.api_key)
+        )
     base = f"ws://127.0.0.1:{port}"
     return [
         CallTarget(
@@ -104,8 +114,9 @@ def _targets(server: str, port: int, sim: str, streams: int) -> list[CallTarget]
 def run_once(
     server: str, streams: int, listeners: int, args: argparse.Namespace, tmp: Path
 ) -> LoadResult:
-    with _server(server, args.server_core, tmp) as (pid, port, sim):
-        targets = _targets(server, port, sim, streams)
+    auth = BenchAuth()
+    with _server(server, args.server_core, tmp, auth) as (pid, port, sim):
+        targets = _targets(server, port, sim, streams, listeners, auth)
         try:
             return run_load(
                 targets,
@@ -118,7 +129,7 @@ def run_once(
             )
         finally:
             if server == "callbridge":
-                asyncio.run(hang_up(f"http://127.0.0.1:{port}", targets))
+                asyncio.run(hang_up(f"http://127.0.0.1:{port}", targets, auth.api_key))
 
 
 def _sustained(result: LoadResult) -> bool:

@@ -13,7 +13,8 @@ stream held by another instance, through Redis.
 
 The CPU figure is the service side's total (every instance, Redis and nginx; PostgreSQL is idle
 while audio flows) over the whole load run, set-up of the sockets included, per delivered
-frame. Prints one Markdown row per run.
+frame. Every instance gets the same fresh API key and token secret (bench/auth.py): a token
+minted by one opens listeners on all. Prints one Markdown row per run.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from bench.auth import BenchAuth
 
 from callbridge.sim.load import LoadResult, cpu_seconds, dial_calls, hang_up, run_load
 
@@ -45,7 +47,7 @@ PG_URL = os.environ.get(
     "postgresql://callbridge_test:callbridge_test@127.0.0.1:5432/postgres",
 )
 SEED = base64.b64encode(bytes(range(32))).decode()
-API_KEY = "KEYbench"
+TELNYX_KEY = "KEYbench"  # the simulator's Telnyx API key, not one of callbridge's
 
 
 def _free_port() -> int:
@@ -162,7 +164,7 @@ server {{
 
 @contextmanager
 def cluster(
-    broker: str, instances: int, cores: str, tmp: Path
+    broker: str, instances: int, cores: str, tmp: Path, auth: BenchAuth
 ) -> Iterator[tuple[str, str, dict[str, list[int]]]]:
     """Everything for one run; yields (nginx URL, simulator URL, service-side pids by role)."""
     pin = ["taskset", "-c", cores]
@@ -190,7 +192,7 @@ def cluster(
         stack.enter_context(
             _process(
                 [sys.executable, "-m", "callbridge", "simulate", "serve", "--port", str(sim_port),
-                 "--api-key", API_KEY, "--seed", SEED],
+                 "--telnyx-api-key", TELNYX_KEY, "--seed", SEED],
                 base_env,
                 marker="simulator ready",
             )
@@ -201,13 +203,14 @@ def cluster(
         for port in ports:
             env = {
                 **base_env,
+                **auth.env(),
                 "CALLBRIDGE_PORT": str(port),
                 "CALLBRIDGE_HOST": "127.0.0.1",
                 "CALLBRIDGE_LOG_LEVEL": "warning",
                 "CALLBRIDGE_DATABASE_URL": database,
                 "CALLBRIDGE_BROKER_URL": redis_url,
                 "CALLBRIDGE_PUBLIC_URL": f"http://127.0.0.1:{nginx_port}",
-                "TELNYX_API_KEY": API_KEY,
+                "TELNYX_API_KEY": TELNYX_KEY,
                 "TELNYX_BASE_URL": f"{sim}/v2",
                 "TELNYX_PUBLIC_KEY": WebhookSigner.from_seed_b64(SEED).public_key_b64,
                 "TELNYX_CONNECTION_ID": "bench",
@@ -248,8 +251,11 @@ def run_once(
 ) -> tuple[LoadResult, dict[str, float], float]:
     """One load run; its result, the CPU seconds of each role, and the run's wall time."""
     broker, count = setup.split(":")
-    with cluster(broker, int(count), args.server_cores, tmp) as (target, sim, pids):
-        targets = asyncio.run(dial_calls(target, sim, calls))
+    auth = BenchAuth()
+    with cluster(broker, int(count), args.server_cores, tmp, auth) as (target, sim, pids):
+        targets = asyncio.run(
+            dial_calls(target, sim, calls, listeners=args.listeners, api_key=auth.api_key)
+        )
         try:
             before, began = _cpu(pids), time.monotonic()
             result = run_load(
@@ -264,7 +270,7 @@ def run_once(
             wall = time.monotonic() - began
             cpu = {role: seconds - before[role] for role, seconds in _cpu(pids).items()}
         finally:
-            asyncio.run(hang_up(target, targets))
+            asyncio.run(hang_up(target, targets, auth.api_key))
     return result, cpu, wall
 
 

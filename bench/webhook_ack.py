@@ -1,8 +1,9 @@
 """How fast a signed webhook is verified, stored and acknowledged (Telnyx allows 2 s).
 
-Starts `callbridge serve` (embedded simulator, SQLite on a temporary file), posts N signed
-`call.dtmf.received` webhooks one after another, then N more from C concurrent senders, and prints
-latency percentiles. Bounded: N defaults to 500. Run: .venv/bin/python bench/webhook_ack.py
+Starts `callbridge serve` (embedded simulator, SQLite on a temporary file, a fresh API key that
+webhooks do not need), posts N signed `call.dtmf.received` webhooks one after another, then N
+more from C concurrent senders, and prints latency percentiles. Bounded: N defaults to 500.
+Run: .venv/bin/python bench/webhook_ack.py
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import asyncio
 import base64
 import os
+import secrets
 import socket
 import statistics
 import subprocess
@@ -23,6 +25,7 @@ from datetime import UTC, datetime
 import httpx
 import orjson
 
+from callbridge.auth.keys import generate_key, key_entry
 from callbridge.sim import WebhookSigner
 
 SEED = base64.b64encode(bytes(range(32))).decode()
@@ -99,6 +102,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env = {
             **os.environ,
+            # Credentials as bench/auth.py makes them (inline: this file also runs as a script).
+            "CALLBRIDGE_API_KEYS": key_entry("bench", generate_key()),
+            "CALLBRIDGE_TOKEN_SECRET": secrets.token_urlsafe(48),
             "CALLBRIDGE_PORT": str(port),
             "CALLBRIDGE_HOST": "127.0.0.1",
             "CALLBRIDGE_SIM_PORT": str(_port()),

@@ -18,10 +18,27 @@ import httpx
 import orjson
 import pytest
 
+from callbridge.auth.keys import key_entry
+from callbridge.auth.tokens import Right, TokenIssuer
 from callbridge.sim import WebhookSigner
 
 SEED = base64.b64encode(bytes(range(32))).decode()
 START_TIMEOUT = 30.0
+# The credentials every test service runs with (tests/auth checks the generated demo key too).
+API_KEY = "cbk_tests-" + "k" * 40
+TOKEN_SECRET = "tests-token-secret-" + "s" * 40
+ALL_RIGHTS = (Right.EVENTS, Right.LISTEN, Right.TALK)
+
+
+def mint_token(
+    calls: list[str] | None = None,
+    rights: tuple[Right, ...] = ALL_RIGHTS,
+    ttl: int = 3600,
+    secret: str = TOKEN_SECRET,
+) -> str:
+    """A browser token as POST /api/tokens would issue it (same secret as the test services)."""
+    token, _ = TokenIssuer(secret, max_ttl=86_400).issue("tests", calls, rights, ttl)
+    return token
 
 
 def free_port() -> int:
@@ -54,6 +71,16 @@ class ServiceProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_headers(self) -> dict[str, str]:
+        """REST credentials: the API key as a Bearer token."""
+        return {"Authorization": f"Bearer {API_KEY}"}
+
+    @property
+    def ws_token(self) -> str:
+        """A browser token for every call with every right (events, listen, talk)."""
+        return mint_token()
 
     @property
     def ws_url(self) -> str:
@@ -139,6 +166,11 @@ def service_env(tmp: Path, **overrides: str) -> dict[str, str]:
         CALLBRIDGE_DATABASE_URL=f"sqlite:///{tmp / 'callbridge.db'}",
         CALLBRIDGE_LOG_FORMAT="json",
         CALLBRIDGE_TELNYX_MAX_RETRIES="3",
+        CALLBRIDGE_API_KEYS=key_entry("tests", API_KEY),
+        CALLBRIDGE_TOKEN_SECRET=TOKEN_SECRET,
+        # A module's tests share one service and dial far more than a burst: tests of the
+        # dial rate limit set their own.
+        CALLBRIDGE_DIAL_RATE_PER_MINUTE="0",
     )
     env.update(overrides)
     return env
@@ -162,7 +194,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
 
 @pytest.fixture
 def api(service: ServiceProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=service.url, timeout=10) as client:
+    with httpx.Client(base_url=service.url, timeout=10, headers=service.api_headers) as client:
         yield client
 
 

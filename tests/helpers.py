@@ -3,18 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
 from callbridge.sim import WebhookSigner
+from tests.conftest import mint_token
 
 WAIT = 15.0
+
+
+class _Default(enum.Enum):
+    FULL_TOKEN = "a fresh token for every call with every right"
+
+
+FULL_TOKEN = _Default.FULL_TOKEN  # the default of every `token=` below
+Token = str | _Default | None  # None: no token at all
+
+
+def with_token(target: str, token: Token = FULL_TOKEN) -> str:
+    """`target` (a query "", "?a=b", or a path with or without one) with `token=` appended;
+    `token=None` leaves it without one."""
+    if token is FULL_TOKEN:
+        token = mint_token()
+    if token is None:
+        return target
+    return f"{target}{'&' if '?' in target else '?'}{urlencode({'token': token})}"
 
 
 def webhook(event_type: str, call_control_id: str, **payload: Any) -> dict[str, Any]:
@@ -67,8 +88,10 @@ class EventsClient:
         self.received: list[dict[str, Any]] = []
 
     @classmethod
-    async def open(cls, ws_url: str, query: str = "") -> EventsClient:
-        connection = await connect(f"{ws_url}/call-events{query}", open_timeout=WAIT)
+    async def open(cls, ws_url: str, query: str = "", token: Token = FULL_TOKEN) -> EventsClient:
+        """Connect with `token` (default: a full-rights one; None: no token at all)."""
+        url = f"{ws_url}/call-events{with_token(query, token)}"
+        connection = await connect(url, open_timeout=WAIT)
         return cls(connection)
 
     async def next(self, timeout: float = WAIT) -> dict[str, Any]:

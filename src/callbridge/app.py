@@ -6,12 +6,15 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from callbridge import __version__
+from callbridge.api import auth as auth_api
 from callbridge.api import calls as calls_api
 from callbridge.api import health as health_api
 from callbridge.api import webhooks as webhooks_api
 from callbridge.api.errors import install_error_handlers
+from callbridge.auth.policy import InsecureConfiguration, Security
 from callbridge.calls.carrier import CallControl
 from callbridge.calls.service import CallService, Endpoints
 from callbridge.carrier.telnyx.client import TelnyxClient
@@ -67,6 +70,10 @@ def create_app(settings: Settings, *, simulator: bool = False) -> FastAPI:
     scenarios)."""
     verifier = _verifier(settings)
     lifecycle = Lifecycle(settings)
+    try:
+        security = Security.from_settings(settings, simulator=simulator)
+    except InsecureConfiguration as exc:
+        raise ConfigurationError(str(exc)) from exc
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -122,6 +129,17 @@ def create_app(settings: Settings, *, simulator: bool = False) -> FastAPI:
         summary="Telnyx Call Control to browsers: call events and live audio over WebSockets.",
         lifespan=lifespan,
     )
+    app.state.security = security
+    if settings.allowed_origins:
+        # Pages of the allowed origins may read calls with their token (after a resync) and,
+        # with a key, ask for tokens; nothing else crosses origins.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.allowed_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type"],
+            max_age=600,
+        )
     # The server's SIGTERM handling calls lifecycle.drain(), and lifecycle.serving() once it
     # listens (cli.py).
     app.state.lifecycle = lifecycle
@@ -130,6 +148,7 @@ def create_app(settings: Settings, *, simulator: bool = False) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(health_api.router)
+    app.include_router(auth_api.router)
     app.include_router(calls_api.router)
     app.include_router(webhooks_api.router)
     app.add_api_websocket_route("/call-events", call_events_endpoint)

@@ -33,6 +33,8 @@ simulate_app = typer.Typer(help="The Telnyx simulator.", no_args_is_help=True)
 app.add_typer(simulate_app, name="simulate")
 app.command("doctor")(doctor_command)
 app.add_typer(nginx_app, name="nginx")
+keys_app = typer.Typer(help="API keys for the REST API.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 WS_MAX_SIZE = 1024 * 1024  # the largest WebSocket message any route accepts
 GRACEFUL_SHUTDOWN_SECONDS = 10
@@ -67,7 +69,7 @@ def _uvicorn_config(asgi: Any, settings: Settings, ping: bool = True) -> uvicorn
         log_config=None,
         access_log=False,
         proxy_headers=True,
-        forwarded_allow_ips="127.0.0.1",
+        forwarded_allow_ips=settings.trusted_proxies,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         lifespan="on",
     )
@@ -96,9 +98,12 @@ def _raise_open_file_limit() -> int:
 
 async def _serve(settings: Settings) -> None:
     from callbridge.app import create_app
+    from callbridge.auth.policy import Security, is_loopback
     from callbridge.sim import Simulator, WebhookSigner
 
     open_files = _raise_open_file_limit()
+    # Refuse an insecure configuration before anything (the simulator included) starts.
+    Security.from_settings(settings, simulator=settings.simulator_mode)
     main_socket = _bind(settings.host, settings.port)
     settings = settings.model_copy(update={"port": main_socket.getsockname()[1]})
     sim_server: uvicorn.Server | None = None
@@ -147,6 +152,20 @@ async def _serve(settings: Settings) -> None:
             simulator=simulator is not None,
             open_files=open_files,
         )
+        demo_key = asgi.state.security.demo_key
+        if demo_key:
+            log.warning(
+                "Demo API key (simulator mode; set CALLBRIDGE_API_KEYS for anything else)",
+                api_key=demo_key,
+                console=f"{settings.effective_public_url}/#key={demo_key}",
+            )
+            if not is_loopback(settings.host):
+                log.warning(
+                    "The demo key opens this service to anyone who can reach it: bind "
+                    "CALLBRIDGE_HOST=127.0.0.1, or set CALLBRIDGE_API_KEYS",
+                    host=settings.host,
+                    port=settings.port,
+                )
         await task
     finally:
         if sim_server is not None and sim_task is not None:
@@ -173,10 +192,11 @@ def serve(
     settings = _settings(host=host, port=port)
     configure_logging(settings.log_format, settings.log_level)
     from callbridge.app import ConfigurationError
+    from callbridge.auth.policy import InsecureConfiguration
 
     try:
         _run(_serve(settings))
-    except ConfigurationError as exc:
+    except (ConfigurationError, InsecureConfiguration) as exc:
         log.error("Cannot start", reason=str(exc))
         raise typer.Exit(2) from None
     except KeyboardInterrupt:  # pragma: no cover - Ctrl-C before the server took the signal
@@ -202,6 +222,40 @@ def configuration_markdown() -> str:
         shown = f"`{value}`" if value else "(unset)"
         lines.append(f"| `{name}` | {shown} | {description} |")
     return "\n".join(lines) + "\n"
+
+
+def _check_key_name(name: str) -> None:
+    if not name or ":" in name or "," in name:
+        Console(stderr=True).print("[red]--name must be non-empty without ':' or ','[/red]")
+        raise typer.Exit(2)
+
+
+@keys_app.command("new")
+def keys_new(
+    name: Annotated[str, typer.Option(help="Who uses the key (log lines name it).")],
+) -> None:
+    """Make an API key: the key goes to the client, the hash line to CALLBRIDGE_API_KEYS."""
+    from callbridge.auth.keys import generate_key, key_entry
+
+    _check_key_name(name)
+    key = generate_key()
+    typer.echo(f"API key (give it to the client; it is shown only once): {key}")
+    typer.echo(f"Add to CALLBRIDGE_API_KEYS (comma-separated): {key_entry(name, key)}")
+
+
+@keys_app.command("hash")
+def keys_hash(
+    key: Annotated[str, typer.Argument(help="An existing API key.")],
+    name: Annotated[str, typer.Option(help="The entry's name.")] = "app",
+) -> None:
+    """Print the CALLBRIDGE_API_KEYS entry of an existing key."""
+    from callbridge.auth.keys import PREFIX, key_entry
+
+    _check_key_name(name)
+    if not key.startswith(PREFIX):
+        Console(stderr=True).print(f"[red]callbridge API keys start with {PREFIX}[/red]")
+        raise typer.Exit(2)
+    typer.echo(key_entry(name, key))
 
 
 @app.command()
@@ -291,7 +345,20 @@ SimPublicUrl = Annotated[
     typer.Option(help="How the service reaches the simulator (default http://HOST:PORT)."),
 ]
 SimApiKey = Annotated[
-    str | None, typer.Option(help="Bearer key to accept (default: a fresh one, printed).")
+    str | None,
+    typer.Option(
+        "--telnyx-api-key",
+        help="The Telnyx API key the simulator accepts: the service's TELNYX_API_KEY "
+        "(default: a fresh one, printed).",
+    ),
+]
+CallbridgeApiKey = Annotated[
+    str | None,
+    typer.Option(
+        envvar="CALLBRIDGE_API_KEY",
+        help="An API key of the callbridge (cbk_…): for its REST API, and to mint the browser "
+        "tokens its sockets need.",
+    ),
 ]
 SimSeed = Annotated[
     str | None,
@@ -310,7 +377,8 @@ def simulate(
     host: SimHost = "127.0.0.1",
     port: SimPort = 5007,
     public_url: SimPublicUrl = None,
-    api_key: SimApiKey = None,
+    telnyx_api_key: SimApiKey = None,
+    api_key: CallbridgeApiKey = None,
     seed: SimSeed = None,
     number: Annotated[str, typer.Option(help="Number to dial (a scenario).")] = "+15550100011",
     step_timeout: Annotated[float, typer.Option(help="Seconds each step may take.")] = 20.0,
@@ -324,7 +392,7 @@ def simulate(
         raise typer.Exit(2)
     settings = _settings()
     configure_logging(settings.log_format, settings.log_level)
-    from callbridge.sim.smoke import run_smoke
+    from callbridge.sim.smoke import SMOKE_STEPS, run_smoke
 
     async def _drive() -> bool:
         async with _simulator_running(
@@ -333,7 +401,7 @@ def simulate(
             port=port,
             public_url=public_url,
             webhook_url=None,
-            api_key=api_key,
+            api_key=telnyx_api_key,
             seed=seed,
             pace=1.0,
         ) as (simulator, base_url, _task):
@@ -344,6 +412,7 @@ def simulate(
                 number=number,
                 step_timeout=step_timeout,
                 knows_call=lambda call_id: call_id in simulator.calls,
+                api_key=api_key,
             )
         table = Table(title=f"callbridge smoke test against {target}")
         for column in ("step", "result", "seconds", "detail"):
@@ -358,9 +427,6 @@ def simulate(
 
     if not _run(_drive()):
         raise typer.Exit(1)
-
-
-SMOKE_STEPS = 7
 
 
 @simulate_app.command("load")
@@ -382,16 +448,26 @@ def simulate_load(
     cpus: Annotated[
         str | None, typer.Option(help="Pin the load to these CPUs, e.g. '1' or '2,3'.")
     ] = None,
+    api_key: CallbridgeApiKey = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """N simulated calls with L listeners each: delivery, loss, latency and the server's CPU."""
     from urllib.parse import urlsplit
 
+    from callbridge.sim.auth import AuthRefused
     from callbridge.sim.load import dial_calls, find_listening_pid, hang_up, run_load
 
     parts = urlsplit(target)
     pid = server_pid or find_listening_pid(parts.port or (443 if parts.scheme == "https" else 80))
-    targets = asyncio.run(dial_calls(target, sim, calls))
+    # Each listener's token outlives the run (the service caps it at CALLBRIDGE_TOKEN_MAX_TTL).
+    ttl = min(86_400, max(600, int(warmup + duration) + 300))
+    try:
+        targets = asyncio.run(
+            dial_calls(target, sim, calls, listeners=listeners, api_key=api_key, token_ttl=ttl)
+        )
+    except AuthRefused as exc:
+        Console(stderr=True).print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
     try:
         result = run_load(
             targets,
@@ -403,7 +479,7 @@ def simulate_load(
             warmup=warmup,
         )
     finally:
-        asyncio.run(hang_up(target, targets))
+        asyncio.run(hang_up(target, targets, api_key))
     if as_json:
         sys.stdout.write(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
@@ -444,7 +520,7 @@ def simulate_serve(
     port: SimPort = 5007,
     public_url: SimPublicUrl = None,
     webhook_url: Annotated[str | None, typer.Option(help="Where inbound-call webhooks go.")] = None,
-    api_key: SimApiKey = None,
+    telnyx_api_key: SimApiKey = None,
     seed: SimSeed = None,
     pace: SimPace = 1.0,
 ) -> None:
@@ -459,7 +535,7 @@ def simulate_serve(
             port=port,
             public_url=public_url,
             webhook_url=webhook_url,
-            api_key=api_key,
+            api_key=telnyx_api_key,
             seed=seed,
             pace=pace,
         ) as (_simulator, _base_url, task):

@@ -6,10 +6,10 @@ Every field carries its default and a one-line description; `docs/configuration.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "normalise_database_url"]
 
@@ -240,6 +240,70 @@ class Settings(BaseSettings):
         validation_alias=_env("CALLBRIDGE_TALK_MAX_MESSAGE_BYTES"),
         description="Largest microphone message a browser may send on /frontend-audio.",
     )
+    # --- Security ---------------------------------------------------------------------------
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        [],
+        validation_alias=_env("CALLBRIDGE_API_KEYS"),
+        description="Comma-separated `name:sha256:<hex>` hashes of the REST API keys "
+        "(`callbridge keys new`). Unset in simulator mode: a demo key is generated and printed.",
+    )
+    token_secret: SecretStr | None = Field(
+        None,
+        validation_alias=_env("CALLBRIDGE_TOKEN_SECRET"),
+        description="Secret (32+ bytes) that signs browser tokens; the same on every instance. "
+        "Unset in simulator mode: a fresh one per start.",
+    )
+    token_max_ttl: int = Field(
+        3600,
+        ge=10,
+        le=86_400,
+        validation_alias=_env("CALLBRIDGE_TOKEN_MAX_TTL"),
+        description="Longest lifetime in seconds a browser token may be issued with.",
+    )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        [],
+        validation_alias=_env("CALLBRIDGE_ALLOWED_ORIGINS"),
+        description="Comma-separated origins (https://app.example.com) whose pages may open "
+        "browser WebSockets, besides this service's own origin; `*` allows any.",
+    )
+    trusted_proxies: str = Field(
+        "127.0.0.1",
+        validation_alias=_env("CALLBRIDGE_TRUSTED_PROXIES"),
+        description="Comma-separated proxy addresses or networks whose X-Forwarded-For/-Proto "
+        "are believed; from anyone else these headers are ignored.",
+    )
+    max_connections_per_ip: int = Field(
+        500,
+        ge=0,
+        validation_alias=_env("CALLBRIDGE_MAX_CONNECTIONS_PER_IP"),
+        description="Browser WebSockets one client address may hold open on an instance "
+        "(0: no limit).",
+    )
+    max_connections_per_token: int = Field(
+        20,
+        ge=0,
+        validation_alias=_env("CALLBRIDGE_MAX_CONNECTIONS_PER_TOKEN"),
+        description="Browser WebSockets one token may hold open on an instance (0: no limit).",
+    )
+    dial_rate_per_minute: float = Field(
+        60.0,
+        ge=0,
+        validation_alias=_env("CALLBRIDGE_DIAL_RATE_PER_MINUTE"),
+        description="Dials per minute per API key, sustained (0: no limit); more get 429.",
+    )
+    dial_burst: int = Field(
+        10,
+        ge=1,
+        validation_alias=_env("CALLBRIDGE_DIAL_BURST"),
+        description="Dials an API key may make at once before the per-minute rate applies.",
+    )
+    events_max_message_bytes: int = Field(
+        4096,
+        ge=256,
+        validation_alias=_env("CALLBRIDGE_EVENTS_MAX_MESSAGE_BYTES"),
+        description="Largest message a browser may send on /call-events (close 1009 beyond).",
+    )
+
     log_format: Literal["auto", "json", "console"] = Field(
         "auto",
         validation_alias=_env("CALLBRIDGE_LOG_FORMAT"),
@@ -283,6 +347,21 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_trailing_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
+
+    @field_validator("api_keys", "allowed_origins", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"origin {origin!r} must be * or start with http:// or https://")
+        return [origin.rstrip("/") for origin in value]
 
     @field_validator("broker_url")
     @classmethod
@@ -347,6 +426,8 @@ class Settings(BaseSettings):
                 text = "********" if value.get_secret_value() else ""
             elif value is None:
                 text = ""
+            elif isinstance(value, list):
+                text = ",".join(value)
             else:
                 text = str(value)
             if name in ("database_url", "broker_url"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Iterator
 
@@ -24,6 +25,7 @@ __all__ = [
     "MEDIA",
     "MEDIA_MALFORMED",
     "MEDIA_STREAMS_ENDED",
+    "REFUSALS",
     "TELNYX_REQUESTS",
     "WEBHOOKS",
     "WEBHOOK_SECONDS",
@@ -38,6 +40,11 @@ WEBHOOK_SECONDS = Histogram(
     "callbridge_webhook_seconds",
     "Time to verify, store and acknowledge one webhook (Telnyx allows 2 s).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0),
+)
+REFUSALS = Counter(
+    "callbridge_refusals_total",
+    "Requests and sockets refused by authentication, origin, limits or size rules.",
+    ["surface", "reason"],
 )
 EVENTS_STORED = Counter("callbridge_events_stored_total", "Events appended to the log.", ["type"])
 EVENTS_DELIVERED = Counter(
@@ -200,3 +207,22 @@ class MediaRegistry(Collector):
 
 MEDIA = MediaRegistry()
 REGISTRY.register(MEDIA)
+
+
+class LoopTasks(Collector):
+    """Tasks alive on the event loop, counted when scraped (`/metrics` runs on that loop).
+
+    Under steady traffic the count follows the open sockets and calls; one that keeps growing
+    is a task leak (the soak run, bench/soak.py, watches it)."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            count = len(asyncio.all_tasks())
+        except RuntimeError:  # scraped with no running loop (a test's plain call)
+            return
+        yield GaugeMetricFamily(
+            "callbridge_asyncio_tasks", "Tasks alive on the serving event loop.", value=count
+        )
+
+
+REGISTRY.register(LoopTasks())

@@ -141,7 +141,7 @@ async def test_concurrent_duplicates_are_stored_once(
         )
     statuses = sorted(r.json()["status"] for r in responses)
     assert statuses == ["accepted"] + ["duplicate"] * 7
-    async with httpx.AsyncClient(base_url=service.url) as client:
+    async with httpx.AsyncClient(base_url=service.url, headers=service.api_headers) as client:
         log = (await client.get(f"/api/calls/{call_id}/events")).json()["data"]
     assert [e["type"] for e in log] == ["call.answered", "call.state"]
 

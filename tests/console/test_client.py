@@ -14,7 +14,7 @@ from playwright.async_api import Browser
 
 from callbridge.audio.g711 import ulaw_decode, ulaw_encode
 from callbridge.sim.speech import speech_pcm
-from tests.conftest import ServiceProcess, running_service
+from tests.conftest import API_KEY, ServiceProcess, running_service
 from tests.console.browser import Console, chromium
 from tests.signals import samples_of
 
@@ -32,13 +32,20 @@ async def open_console(browser: Browser, service: ServiceProcess) -> Console:
     console = Console(page)
     await page.goto(service.url + "/api/health")  # same origin, and no console of its own
     await page.evaluate(
-        "async () => { window.cb = await import('/static/callbridge.js'); window.seen = []; }"
+        """async (key) => {
+            window.cb = await import('/static/callbridge.js');
+            window.seen = [];
+            window.tokens = window.cb.tokenFromApi({ apiKey: key });
+        }""",
+        API_KEY,
     )
     return console
 
 
 async def dial(service: ServiceProcess, to: str = LONG_CALL) -> str:
-    async with httpx.AsyncClient(base_url=service.url, timeout=15) as api:
+    async with httpx.AsyncClient(
+        base_url=service.url, timeout=15, headers=service.api_headers
+    ) as api:
         response = await api.post("/api/calls", json={"to": to})
     assert response.status_code == 201, response.text
     call_id: str = response.json()["data"]["call_control_id"]
@@ -50,7 +57,7 @@ async def listening(browser: Browser, service: ServiceProcess) -> Console:
     console = await open_console(browser, service)
     await console.page.evaluate(
         """async (id) => {
-            window.audio = new window.cb.CallAudio({ callControlId: id });
+            window.audio = new window.cb.CallAudio({ callControlId: id, token: window.tokens });
             window.audio.addEventListener('worklet:tap', (e) => { window.tapped = e.detail; });
             await window.audio.listen();
         }""",
@@ -70,7 +77,9 @@ async def test_close_codes_are_explained(browser: Browser, service: ServiceProce
     # A listener for a call that does not exist is told so, once, and does not retry.
     status = await console.page.evaluate(
         """() => new Promise((resolve) => {
-            const audio = new window.cb.CallAudio({ callControlId: 'v3:nobody' });
+            const audio = new window.cb.CallAudio({
+                callControlId: 'v3:nobody', token: window.tokens,
+            });
             audio.addEventListener('status', (e) => {
                 if (e.detail.status === 'closed') resolve(e.detail);
             });
@@ -131,7 +140,9 @@ async def test_events_resume_across_a_service_restart_with_no_gap_and_no_duplica
         console = await open_console(browser, service)
         await console.page.evaluate(
             """() => {
-                window.events = new window.cb.CallEvents({ backoff: { initial: 200, max: 1000 } });
+                window.events = new window.cb.CallEvents({
+                    backoff: { initial: 200, max: 1000 }, token: window.tokens,
+                });
                 window.events.addEventListener('event', (e) => window.seen.push(e.detail.seq));
                 window.events.connect();
             }"""
@@ -144,7 +155,7 @@ async def test_events_resume_across_a_service_restart_with_no_gap_and_no_duplica
         service.start()
         await console.line("✅ Connected to call events WebSocket", count=2)
         second = await dial(service, "+15550100002")  # busy: a handful of events
-        async with httpx.AsyncClient(base_url=service.url) as api:
+        async with httpx.AsyncClient(base_url=service.url, headers=service.api_headers) as api:
             expected = {
                 e["seq"]
                 for call in (first, second)

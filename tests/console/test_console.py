@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from playwright.async_api import Browser
 
-from tests.conftest import ServiceProcess
+from tests.conftest import API_KEY, ServiceProcess
 from tests.console.browser import WAIT_MS, Console, chromium
 
 
@@ -23,7 +23,7 @@ async def open_console(
 ) -> Console:
     page = await browser.new_page(viewport={"width": width, "height": height})
     console = Console(page)
-    await page.goto(service.url + "/")
+    await page.goto(f"{service.url}/#key={API_KEY}")  # the link the service prints
     await console.line("✅ Connected to call events WebSocket")
     return console
 

@@ -37,7 +37,7 @@ from callbridge.edge.doctor_explain import (
     nearest_idle_limit,
 )
 from callbridge.edge.doctor_tls import host_matches, parse_certificate
-from tests.conftest import ServiceProcess, free_port, running_service
+from tests.conftest import API_KEY, ServiceProcess, free_port, running_service
 from tests.edge.nginxproc import (
     NginxProcess,
     http_paths,
@@ -134,7 +134,14 @@ class Edge:
         return f"https://{host}:{self.ports[server]}"
 
     def options(self, server: str, **overrides: Any) -> DoctorOptions:
-        values: dict[str, Any] = {"ca": self.ca, "timeout": 5.0, "quick": True, **overrides}
+        """The doctor as an operator with an API key runs it (it mints its own token)."""
+        values: dict[str, Any] = {
+            "ca": self.ca,
+            "timeout": 5.0,
+            "quick": True,
+            "api_key": API_KEY,
+            **overrides,
+        }
         return DoctorOptions(self.url(server), **values)
 
 
@@ -168,7 +175,7 @@ def test_correct_proxy_passes_every_check_as_a_subprocess(edge: Edge) -> None:
         [
             sys.executable, "-m", "callbridge", "doctor", edge.url("good"),
             "--ca", str(edge.ca), "--http-port", str(edge.ports["http"]),
-            "--idle", "3", "--timeout", "5", "--json",
+            "--idle", "3", "--timeout", "5", "--api-key", API_KEY, "--json",
         ],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
@@ -188,6 +195,7 @@ def test_correct_proxy_passes_every_check_as_a_subprocess(edge: Edge) -> None:
     assert welcome["data"]["welcome"]["ping_interval"] == 0.5
     assert by_name["/frontend-audio route"]["status"] == "PASS"
     assert "4404" in by_name["/frontend-audio route"]["evidence"]
+    assert by_name["POST /api/tokens"]["status"] == "PASS"
     assert by_name["HTTP → HTTPS"]["status"] == "PASS"
     assert by_name["HSTS"]["status"] == "PASS"
     assert by_name["TLS chain"]["status"] == "PASS"
@@ -296,7 +304,9 @@ async def test_idle_without_server_pings_dies_with_1006_explained(edge: Edge) ->
 
 
 async def test_frontend_audio_sends_the_format_of_a_live_call(edge: Edge) -> None:
-    with httpx.Client(base_url=edge.pinging.url, timeout=10) as api:
+    with httpx.Client(
+        base_url=edge.pinging.url, timeout=10, headers=edge.pinging.api_headers
+    ) as api:
         call = api.post("/api/calls", json={"to": "+15550100011"}).json()["data"]
         call_id = call["call_control_id"]
         try:
@@ -311,6 +321,51 @@ async def test_frontend_audio_sends_the_format_of_a_live_call(edge: Edge) -> Non
     assert [c.name for c in report.checks if c.name.startswith("WebSocket")] == [
         "WebSocket /frontend-audio"
     ]
+
+
+async def test_without_credentials_a_token_refusal_proves_the_route(edge: Edge) -> None:
+    """No --token, no --api-key: callbridge's 4401 is no proxy failure, only a limit on what
+    the doctor can check (the welcome and the idle test)."""
+    report = await run_doctor(edge.options("good", api_key=None, quick=False, idle=3.0))
+    assert report.ok, report.to_dict()
+    welcome = report.named("/call-events welcome")
+    assert welcome.status is Status.WARN
+    assert "4401" in welcome.evidence
+    assert "the route reaches callbridge, which wants a browser token" in welcome.evidence
+    assert welcome.cause.startswith("Not a proxy problem")
+    assert "--api-key" in welcome.cause
+    route = report.named("/frontend-audio route")
+    assert route.status is Status.PASS
+    assert "4401" in route.evidence
+    assert "the route reaches callbridge" in route.evidence
+    assert report.named("idle").status is Status.INFO  # nothing to keep open without a token
+    assert report.named("close handshake").status is Status.INFO
+    for path in DEFAULT_PATHS:
+        assert report.named(f"WebSocket {path}").status is Status.PASS
+    assert "POST /api/tokens" not in _statuses(report)
+
+
+async def test_a_refused_token_or_api_key_is_explained_as_such(edge: Edge) -> None:
+    report = await run_doctor(edge.options("good", api_key=None, token="not-a-token"))
+    assert not report.ok
+    for name in ("/call-events welcome", "/frontend-audio route"):
+        check = report.named(name)
+        assert check.status is Status.FAIL
+        assert check.data["close_code"] == 4401
+        assert "which wants a valid token" in check.evidence
+        assert check.cause.startswith("Not a proxy problem")
+    assert report.named("idle").status is Status.INFO
+
+    report = await run_doctor(edge.options("good", api_key="cbk_not-a-key"))
+    minted = report.named("POST /api/tokens")
+    assert minted.status is Status.FAIL
+    assert "401" in minted.evidence
+    assert "CALLBRIDGE_API_KEYS" in minted.cause
+    assert report.named("/call-events welcome").status is Status.WARN  # went on without one
+    # Nothing the doctor prints carries a token it minted.
+    report = await run_doctor(edge.options("good"))
+    assert report.named("POST /api/tokens").status is Status.PASS
+    assert "eyJ" not in orjson.dumps(report.to_dict()).decode()
 
 
 async def test_an_unknown_call_is_reported(edge: Edge) -> None:

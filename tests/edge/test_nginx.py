@@ -35,8 +35,9 @@ from callbridge.edge.nginx import (
     render,
     render_single_file,
 )
+from callbridge.sim.auth import token_subprotocols
 from callbridge.sim.speech import speech_pcm
-from tests.conftest import ServiceProcess, free_port, running_service
+from tests.conftest import ServiceProcess, free_port, mint_token, running_service
 from tests.edge.nginxproc import (
     NginxProcess,
     http_paths,
@@ -77,16 +78,25 @@ class Edge:
 
     async def ws(self, path: str) -> ClientConnection:
         """A WebSocket through nginx; the client itself never pings, so only the service's
-        pings (or real traffic) can keep it alive."""
-        return await connect(
-            self.wss_url + path, ssl=self.context, open_timeout=WAIT, ping_interval=None
+        pings (or real traffic) can keep it alive. Its token travels as a subprotocol, as
+        `callbridge.js` sends it: nginx must pass Sec-WebSocket-Protocol both ways."""
+        connection = await connect(
+            self.wss_url + path,
+            ssl=self.context,
+            open_timeout=WAIT,
+            ping_interval=None,
+            subprotocols=token_subprotocols(mint_token()),
         )
+        assert connection.subprotocol == "callbridge"
+        return connection
 
     async def events(self, query: str = "") -> EventsClient:
         return EventsClient(await self.ws(f"/call-events{query}"))
 
     def api(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.url, verify=self.context, timeout=WAIT)
+        return httpx.AsyncClient(
+            base_url=self.url, verify=self.context, timeout=WAIT, headers=self.service.api_headers
+        )
 
 
 def deployment_behind(

@@ -8,6 +8,9 @@ Telnyx mode sharing both, and one nginx in front of them:
   points here, so the simulator's webhooks and media sockets spread over the instances.
 - port `failover_url`: instance B first, the others as `backup`: a browser connected here is on
   B while B lives, and nginx sends its reconnection elsewhere once B is gone.
+
+Every instance gets the same CALLBRIDGE_API_KEYS and CALLBRIDGE_TOKEN_SECRET (`service_env`), as
+a deployment must: a token minted by one instance opens sockets on all of them.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ from pathlib import Path
 import httpx
 
 from callbridge.sim import WebhookSigner
+from callbridge.sim.auth import api_headers
 from tests.backends import RedisServer, pg_database
-from tests.conftest import SEED, ServiceProcess, free_port, service_env
+from tests.conftest import API_KEY, SEED, ServiceProcess, free_port, service_env
 from tests.edge.nginxproc import NginxProcess, http_paths, main_context
 
-API_KEY = "KEYscale"
+TELNYX_KEY = "KEYscale"  # the simulator's Telnyx API key, not one of callbridge's
 INSTANCES = 3
 WS_PATHS = ("/call-events", "/audio-stream", "/frontend-audio")
 
@@ -101,6 +105,15 @@ class Cluster:
     def failover_ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.failover_port}"
 
+    def mint_token(self) -> str:
+        """A browser token from `POST /api/tokens` on whichever instance nginx picks."""
+        with httpx.Client(base_url=self.url, timeout=15, headers=api_headers(API_KEY)) as api:
+            body = {"calls": "*", "rights": ["events", "listen", "talk"], "ttl": 3600}
+            response = api.post("/api/tokens", json=body)
+        assert response.status_code == 201, response.text
+        token: str = response.json()["token"]
+        return token
+
     def ensure_running(self) -> None:
         """Every instance and Redis up, as a test that killed one must leave them."""
         if self.redis.process is None:
@@ -115,7 +128,7 @@ def standalone_simulator(tmp: Path) -> ServiceProcess:
     """`callbridge simulate serve`, started: a Telnyx that outlives the services it plays for."""
     sim_port = free_port()
     sim_env = service_env(tmp, CALLBRIDGE_PORT=str(sim_port))
-    sim_args = ("simulate", "serve", "--port", str(sim_port), "--api-key", API_KEY)
+    sim_args = ("simulate", "serve", "--port", str(sim_port), "--telnyx-api-key", TELNYX_KEY)
     sim_args += ("--seed", SEED, "--pace", "0.05")
     return ServiceProcess(sim_env, tmp, args=sim_args, ready_event="simulator ready").start()
 
@@ -124,7 +137,7 @@ def telnyx_mode(sim: ServiceProcess) -> dict[str, str]:
     """The TELNYX_* settings that point a service at the standalone simulator `sim`."""
     ready = next(e for e in sim.logs if e.get("event") == "simulator ready")
     return {
-        "TELNYX_API_KEY": API_KEY,
+        "TELNYX_API_KEY": TELNYX_KEY,
         "TELNYX_BASE_URL": ready["TELNYX_BASE_URL"],
         "TELNYX_PUBLIC_KEY": ready["TELNYX_PUBLIC_KEY"],
         "TELNYX_CONNECTION_ID": "scale-test",
@@ -183,7 +196,7 @@ def running_cluster(tmp: Path, count: int = INSTANCES, **settings: str) -> Itera
 
 def dial(cluster: Cluster, to: str = "+15550100012") -> tuple[str, str]:
     """A call placed through nginx; (call_control_id, the stream token Telnyx was given)."""
-    with httpx.Client(base_url=cluster.url, timeout=15) as api:
+    with httpx.Client(base_url=cluster.url, timeout=15, headers=api_headers(API_KEY)) as api:
         response = api.post("/api/calls", json={"to": to})
     assert response.status_code == 201, response.text
     call_id = response.json()["data"]["call_control_id"]
@@ -193,5 +206,5 @@ def dial(cluster: Cluster, to: str = "+15550100012") -> tuple[str, str]:
 
 
 def hang_up(cluster: Cluster, call_id: str) -> None:
-    with httpx.Client(base_url=cluster.url, timeout=15) as api:
+    with httpx.Client(base_url=cluster.url, timeout=15, headers=api_headers(API_KEY)) as api:
         assert api.post(f"/api/calls/{call_id}/hangup").status_code == 200

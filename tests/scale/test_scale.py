@@ -24,9 +24,10 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from callbridge.audio.g711 import ulaw_encode
+from callbridge.sim.auth import api_headers
 from callbridge.sim.media import TelnyxMediaStream
-from tests.conftest import ServiceProcess
-from tests.helpers import EventsClient, webhook
+from tests.conftest import API_KEY, ServiceProcess
+from tests.helpers import EventsClient, webhook, with_token
 from tests.scale.cluster import Cluster, dial, hang_up, running_cluster
 from tests.signals import chunks, sweep, tone
 from tests.ws.audio_client import OPENED, Frame, Listener, close_all, open_stream
@@ -75,7 +76,7 @@ async def apost(client: httpx.AsyncClient, cluster: Cluster, url: str, document:
 
 
 def stored_events(cluster: Cluster, call_id: str) -> list[dict[str, Any]]:
-    with httpx.Client(base_url=cluster.url, timeout=15) as api:
+    with httpx.Client(base_url=cluster.url, timeout=15, headers=api_headers(API_KEY)) as api:
         response = api.get(f"/api/calls/{call_id}/events")
     assert response.status_code == 200, response.text
     events: list[dict[str, Any]] = response.json()["data"]
@@ -137,7 +138,8 @@ async def events_until_seq(client: EventsClient, seq: int) -> list[dict[str, Any
 async def listener_on(instance: ServiceProcess | str, call_id: str) -> Listener:
     if isinstance(instance, str):
         connection = await connect(
-            f"{instance}/frontend-audio?call_control_id={call_id}", open_timeout=WAIT
+            f"{instance}/frontend-audio" + with_token(f"?call_control_id={call_id}"),
+            open_timeout=WAIT,
         )
         OPENED.append(connection)
         return Listener(connection)
@@ -266,10 +268,11 @@ async def test_webhooks_spread_over_instances_give_every_client_one_sequence(
 ) -> None:
     instances = cluster.instances
     call_id = new_call_id()
-    first = await EventsClient.open(instances[0].ws_url)
+    token = cluster.mint_token()  # by one instance, for all: they share the token secret
+    first = await EventsClient.open(instances[0].ws_url, token=token)
     start = (await first.next())["seq"]
     clients = [first] + [
-        await EventsClient.open(url, f"?since={start}")
+        await EventsClient.open(url, f"?since={start}", token=token)
         for url in (instances[1].ws_url, instances[2].ws_url, cluster.ws_url)
     ]
     for client in clients[1:]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import orjson
 
-from tests.conftest import ServiceProcess
+from tests.conftest import API_KEY, ServiceProcess
 
 
 def test_a_small_load_is_delivered_and_accounted_for(service: ServiceProcess) -> None:
@@ -30,6 +31,8 @@ def test_a_small_load_is_delivered_and_accounted_for(service: ServiceProcess) ->
             "1",
             "--workers",
             "1",
+            "--api-key",
+            API_KEY,
             "--json",
         ],
         capture_output=True,
@@ -50,3 +53,14 @@ def test_a_small_load_is_delivered_and_accounted_for(service: ServiceProcess) ->
     assert report["server_cpu_seconds"] is not None  # the service's pid was found by its port
     assert report["server_rss_mb"] > 0
     assert report["errors"] == []
+
+
+def test_a_load_without_an_api_key_says_to_pass_one(service: ServiceProcess) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "callbridge", "simulate", "load", "--target", service.url,
+         "--sim", service.sim_url, "--calls", "1", "--duration", "0.2"],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={key: value for key, value in os.environ.items() if key != "CALLBRIDGE_API_KEY"},
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "the service wants an API key: pass --api-key" in " ".join(result.stderr.split())

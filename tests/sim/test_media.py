@@ -177,7 +177,7 @@ async def test_demo_path_from_a_fresh_start(
     tmp_path: Path, number: str, encoding: str, rate: int, encode: Any
 ) -> None:
     with running_service(tmp_path) as service:
-        api = httpx.AsyncClient(base_url=service.url, timeout=WAIT)
+        api = httpx.AsyncClient(base_url=service.url, timeout=WAIT, headers=service.api_headers)
         async with api, await EventsClient.open(service.ws_url) as events:
             call = (await api.post("/api/calls", json={"to": number})).json()["data"]
             call_id = call["call_control_id"]

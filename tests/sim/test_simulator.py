@@ -57,7 +57,7 @@ def standalone_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service
         "serve",
         "--port",
         str(port),
-        "--api-key",
+        "--telnyx-api-key",
         "KEYtest",
         "--seed",
         SEED,
@@ -85,7 +85,7 @@ async def test_service_in_telnyx_mode_against_standalone_simulator(
     with running_service(tmp_path, **_telnyx_mode(standalone_sim, "KEYtest")) as svc:
         svc.wait_for_log(lambda e: e.get("event") == "callbridge started")
         assert not any(e.get("event", "").startswith("Simulator mode") for e in svc.logs)
-        with httpx.Client(base_url=svc.url) as api:
+        with httpx.Client(base_url=svc.url, headers=svc.api_headers) as api:
             async with await EventsClient.open(svc.ws_url) as events:
                 call = api.post("/api/calls", json={"to": "+15550100004"}).json()["data"]
                 await events.until(call_state_is(call["call_control_id"], "ended"))
@@ -99,7 +99,7 @@ async def test_service_in_telnyx_mode_against_standalone_simulator(
 def test_wrong_api_key_is_a_clear_502(tmp_path: Path, standalone_sim: ServiceProcess) -> None:
     with (
         running_service(tmp_path, **_telnyx_mode(standalone_sim, "KEYwrong")) as svc,
-        httpx.Client(base_url=svc.url) as api,
+        httpx.Client(base_url=svc.url, headers=svc.api_headers) as api,
     ):
         response = api.post("/api/calls", json={"to": "+15550100004"})
     assert response.status_code == 502

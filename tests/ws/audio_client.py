@@ -12,6 +12,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from callbridge.audio.frames import unpack_frame
 from callbridge.sim.media import AuthVia, TelnyxMediaStream
 from tests.conftest import ServiceProcess
+from tests.helpers import FULL_TOKEN, Token, with_token
 
 WAIT = 15.0
 OPENED: list[ClientConnection] = []  # closed by `close_all` after each test
@@ -69,8 +70,10 @@ class Listener:
         self.messages: list[dict[str, Any]] = []
 
     @classmethod
-    async def open(cls, service: ServiceProcess, query: str) -> Listener:
-        connection = await connect(f"{service.ws_url}/frontend-audio{query}", open_timeout=WAIT)
+    async def open(cls, service: ServiceProcess, query: str, token: Token = FULL_TOKEN) -> Listener:
+        """Connect with `token` (default: a full-rights one; None: no token at all)."""
+        url = f"{service.ws_url}/frontend-audio{with_token(query, token)}"
+        connection = await connect(url, open_timeout=WAIT)
         OPENED.append(connection)
         return cls(connection)
 

@@ -26,7 +26,7 @@ from callbridge.audio.g711 import (
 )
 from callbridge.sim.media import TelnyxMediaStream
 from tests.conftest import ServiceProcess
-from tests.helpers import EventsClient
+from tests.helpers import EventsClient, with_token
 from tests.signals import amplitude_at, chunks, residual_rms, samples_of, snr_db, sweep, tone
 from tests.ws.audio_client import Listener, close_all, dial, open_stream
 from tests.ws.rawws import OP_BINARY, OP_CLOSE, OP_TEXT, RawWebSocket
@@ -203,9 +203,8 @@ async def test_a_slow_listener_delays_neither_the_carrier_nor_another_listener(
 ) -> None:
     live = await streaming_call(service, api, sim)
     call_id, fast, stream = live.call_id, live.listener, live.stream
-    slow = RawWebSocket(
-        "127.0.0.1", service.port, f"/frontend-audio?call_control_id={call_id}", rcvbuf=4096
-    )
+    path = "/frontend-audio" + with_token(f"?call_control_id={call_id}")
+    slow = RawWebSocket("127.0.0.1", service.port, path, rcvbuf=4096)
     assert slow.status == 101
     first = await asyncio.to_thread(slow.read_frame)  # the format: it is subscribed now
     assert first is not None

@@ -10,7 +10,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from callbridge.sim import WebhookSigner
-from tests.conftest import ServiceProcess, running_service
+from tests.conftest import ServiceProcess, mint_token, running_service
 from tests.helpers import EventsClient, new_call_id, post_webhook, webhook
 
 
@@ -187,7 +187,10 @@ async def test_events_survive_a_service_restart(tmp_path: Path, signer: WebhookS
 
 async def test_query_strings_never_reach_the_logs(service: ServiceProcess) -> None:
     marker = "SECRETMARK" + "x" * 8
-    async with await EventsClient.open(service.ws_url, f"?since=0&epoch={marker}") as client:
+    token = mint_token()
+    query = f"?since=0&epoch={marker}"
+    async with await EventsClient.open(service.ws_url, query, token=token) as client:
         await client.next()
     service.wait_for_log(lambda e: e.get("event") == "Welcome message sent to client")
     assert not any(marker in line for line in service.raw_lines)
+    assert not any(token in line for line in service.raw_lines)

@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ServiceProcess, running_service
+from tests.helpers import with_token
 from tests.ws.rawws import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, RawWebSocket
+
+
+def _events_path() -> str:
+    return "/call-events" + with_token("")
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +27,7 @@ def fast_pings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProc
 
 
 def test_silent_client_is_closed_after_unanswered_ping(fast_pings: ServiceProcess) -> None:
-    client = RawWebSocket("127.0.0.1", fast_pings.port, "/call-events")
+    client = RawWebSocket("127.0.0.1", fast_pings.port, _events_path())
     assert client.status == 101
     opcodes: list[int] = []
     while (frame := client.read_frame()) is not None:
@@ -36,7 +41,7 @@ def test_silent_client_is_closed_after_unanswered_ping(fast_pings: ServiceProces
 
 
 def test_client_that_answers_pings_stays_connected(fast_pings: ServiceProcess) -> None:
-    client = RawWebSocket("127.0.0.1", fast_pings.port, "/call-events")
+    client = RawWebSocket("127.0.0.1", fast_pings.port, _events_path())
     pings = 0
     while pings < 5:  # five ping intervals, each longer than the pong deadline allows silence
         frame = client.read_frame()
@@ -56,7 +61,7 @@ def test_client_that_answers_pings_stays_connected(fast_pings: ServiceProcess) -
 
 def test_pings_can_be_disabled(tmp_path: Path) -> None:
     with running_service(tmp_path, CALLBRIDGE_WS_PING_INTERVAL="0") as svc:
-        client = RawWebSocket("127.0.0.1", svc.port, "/call-events")
+        client = RawWebSocket("127.0.0.1", svc.port, _events_path())
         frame = client.read_frame()
         assert frame is not None
         assert frame[0] == OP_TEXT

@@ -9,8 +9,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from callbridge.api.auth import Caller, Dialer, KeyHolder, Reader
 from callbridge.calls.model import CallState
-from callbridge.calls.service import DialOptions
+from callbridge.calls.service import CallNotFound, DialOptions
 from callbridge.runtime import runtime_of
 
 __all__ = ["router"]
@@ -50,12 +51,18 @@ class DialBody(BaseModel):
         return value
 
 
+def _covered(caller: Caller, call_control_id: str) -> None:
+    """A token limited to some calls reads nothing of the others (404: not even existence)."""
+    if not caller.covers(call_control_id):
+        raise CallNotFound(call_control_id)
+
+
 def _call(call: Any) -> dict[str, Any]:
     return {"data": call.public()}
 
 
 @router.post("", status_code=201, summary="Dial")
-async def dial(body: DialBody, request: Request) -> dict[str, Any]:
+async def dial(body: DialBody, request: Request, caller: Dialer) -> dict[str, Any]:
     calls = runtime_of(request).calls
     call = await calls.dial(
         DialOptions(
@@ -74,12 +81,14 @@ async def dial(body: DialBody, request: Request) -> dict[str, Any]:
 @router.get("", summary="List calls, newest first")
 async def list_calls(
     request: Request,
+    caller: Reader,
     state: Annotated[list[CallState] | None, Query(description="Repeatable state filter.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
     states = [s.value for s in state] if state else None
-    calls, total = await runtime_of(request).calls.list_calls(states, limit, offset)
+    only = None if caller.grant is None else caller.grant.calls
+    calls, total = await runtime_of(request).calls.list_calls(states, limit, offset, only)
     return {
         "data": [call.public() for call in calls],
         "meta": {"total": total, "limit": limit, "offset": offset},
@@ -87,31 +96,37 @@ async def list_calls(
 
 
 @router.get("/{call_control_id}", summary="One call")
-async def get_call(call_control_id: str, request: Request) -> dict[str, Any]:
+async def get_call(call_control_id: str, request: Request, caller: Reader) -> dict[str, Any]:
+    _covered(caller, call_control_id)
     return _call(await runtime_of(request).calls.require(call_control_id))
 
 
 @router.get("/{call_control_id}/events", summary="The call's stored event log")
-async def call_events(call_control_id: str, request: Request) -> dict[str, Any]:
+async def call_events(call_control_id: str, request: Request, caller: Reader) -> dict[str, Any]:
+    _covered(caller, call_control_id)
     events = await runtime_of(request).calls.events(call_control_id)
     return {"data": [event.to_message() for event in events]}
 
 
 @router.post("/{call_control_id}/answer", summary="Answer an inbound call, streaming to us")
-async def answer(call_control_id: str, request: Request) -> dict[str, Any]:
+async def answer(call_control_id: str, request: Request, caller: KeyHolder) -> dict[str, Any]:
     return _call(await runtime_of(request).calls.answer(call_control_id))
 
 
 @router.post("/{call_control_id}/hangup", summary="Hang up (idempotent)")
-async def hangup(call_control_id: str, request: Request) -> dict[str, Any]:
+async def hangup(call_control_id: str, request: Request, caller: KeyHolder) -> dict[str, Any]:
     return _call(await runtime_of(request).calls.hangup(call_control_id))
 
 
 @router.post("/{call_control_id}/streaming/start", summary="(Re)start media streaming to us")
-async def streaming_start(call_control_id: str, request: Request) -> dict[str, Any]:
+async def streaming_start(
+    call_control_id: str, request: Request, caller: KeyHolder
+) -> dict[str, Any]:
     return _call(await runtime_of(request).calls.start_streaming(call_control_id))
 
 
 @router.post("/{call_control_id}/streaming/stop", summary="Stop media streaming")
-async def streaming_stop(call_control_id: str, request: Request) -> dict[str, Any]:
+async def streaming_stop(
+    call_control_id: str, request: Request, caller: KeyHolder
+) -> dict[str, Any]:
     return _call(await runtime_of(request).calls.stop_streaming(call_control_id))

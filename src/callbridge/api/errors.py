@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -9,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from callbridge.api.auth import AuthError, RateLimited
 from callbridge.calls.carrier import CarrierError, CarrierUnavailable
 from callbridge.calls.service import CallEnded, CallNotFound, NotAnswerable
 from callbridge.logs import get_logger
@@ -28,6 +30,24 @@ def _describe(error: Any) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AuthError)
+    async def _auth(request: Request, exc: AuthError) -> JSONResponse:
+        response = error_response(exc.status, exc.error, exc.detail)
+        if exc.status == 401:
+            # RFC 6750 §3.1: no error code when the request carried no credentials at all.
+            challenge = 'Bearer realm="callbridge"'
+            if exc.error != "missing_credentials":
+                challenge += f', error="invalid_token", error_description="{exc.error}"'
+            response.headers["WWW-Authenticate"] = challenge
+        return response
+
+    @app.exception_handler(RateLimited)
+    async def _rate(request: Request, exc: RateLimited) -> JSONResponse:
+        seconds = max(1, math.ceil(exc.retry_after))
+        response = error_response(429, "rate_limited", exc.detail, retry_after=seconds)
+        response.headers["Retry-After"] = str(seconds)
+        return response
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()

@@ -346,9 +346,15 @@ class CallService:
     # --- queries ----------------------------------------------------------------------------
 
     async def list_calls(
-        self, states: Collection[str] | None, limit: int, offset: int
+        self,
+        states: Collection[str] | None,
+        limit: int,
+        offset: int,
+        call_ids: Collection[str] | None = None,
     ) -> tuple[list[Call], int]:
-        return await self.store.list_calls(states=states, limit=limit, offset=offset)
+        return await self.store.list_calls(
+            states=states, limit=limit, offset=offset, call_ids=call_ids
+        )
 
     async def events(self, call_control_id: str) -> list[StoredEvent]:
         await self.require(call_control_id)

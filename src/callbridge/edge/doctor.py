@@ -5,7 +5,9 @@ logs), and a browser reports every failed WebSocket handshake as the same 1006. 
 the same checks from the outside — DNS, TCP, TLS, the HTTP→HTTPS redirect, health, a raw
 upgrade handshake on each WebSocket path, the welcome and format messages, an idle period
 longer than the proxy's timeout, the close handshake — and says for each failure what it most
-likely means and how to fix it. `--local` adds the server-side steps (service port, `nginx -t`,
+likely means and how to fix it. The browser paths want a token: `--token`, or `--api-key` with
+which the doctor mints one through the proxy; without either, a 4401 close still proves that the
+route reaches callbridge. `--local` adds the server-side steps (service port, `nginx -t`,
 callbridge's nginx linter). Every network step is bounded by `timeout`.
 """
 
@@ -15,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import ipaddress
+import math
 import secrets
 import socket
 import time
@@ -24,7 +27,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import orjson
-from websockets.frames import Opcode
+from websockets.frames import Close, Opcode
 
 from callbridge import __version__
 from callbridge.edge.doctor_explain import (
@@ -42,6 +45,7 @@ from callbridge.edge.doctor_net import (
     RawResponse,
     WsSession,
     http_get,
+    http_request,
     ws_handshake,
 )
 from callbridge.edge.doctor_report import Check, Report, Status, render_table
@@ -61,6 +65,7 @@ __all__ = [
 
 DEFAULT_PATHS = ("/call-events", "/frontend-audio", "/audio-stream")
 BROWSER_PATHS = frozenset({"/call-events", "/frontend-audio"})  # the ones that take ?token=
+TOKEN_REFUSALS = frozenset({4401, 4403})  # callbridge's "no valid token" / "not this token"
 MIN_IDLE = 75.0
 IDLE_MARGIN = 15.0
 HSTS_MIN_AGE = 31_536_000
@@ -79,6 +84,7 @@ class DoctorOptions:
     origin: str | None = None
     call_control_id: str | None = None
     token: str | None = None
+    api_key: str | None = None  # mints a token when `token` is not given
     idle: float | None = None  # None: max(75 s, detected idle limit + 15 s)
     quick: bool = False
     local: bool = False
@@ -196,6 +202,8 @@ class _Doctor:
         self.intermediaries: list[Intermediary] = []
         self.ping_interval: float | None = None  # from the welcome
         self.probe_id = f"doctor-probe-{secrets.token_hex(4)}"
+        self.token = options.token  # or one minted with options.api_key
+        self.token_refused = False  # /call-events closed 4401/4403: no idle test
 
     def add(self, check: Check) -> Check:
         self.report.checks.append(check)
@@ -267,6 +275,9 @@ class _Doctor:
             await self._redirect(target, address)
         self.progress("GET /api/health")
         await self._health()
+        if self.options.api_key and not self.token and BROWSER_PATHS & set(target.paths):
+            self.progress("POST /api/tokens")
+            await self._mint_token()
         self.progress("WebSocket handshakes")
         for path in target.paths:
             await self._handshake(path)
@@ -587,6 +598,83 @@ class _Doctor:
                 )
             )
 
+    # --- Browser token ------------------------------------------------------------------------
+
+    async def _mint_token(self) -> None:
+        """A token for the browser paths, minted through the proxy as a front end's backend
+        would; the token itself never enters the report."""
+        assert self.endpoint is not None
+        name = "POST /api/tokens"
+        # It must outlive the idle test; the service caps it at CALLBRIDGE_TOKEN_MAX_TTL.
+        ttl = min(86_400, max(900, math.ceil((self.options.idle or 0) + 300)))
+        body = orjson.dumps({"calls": "*", "rights": ["events", "listen"], "ttl": ttl})
+        headers = {
+            "Authorization": f"Bearer {self.options.api_key}",
+            "Content-Type": "application/json",
+        }
+        try:
+            response = await http_request(
+                self.endpoint, "POST", "/api/tokens", self.options.timeout, headers, body
+            )
+        except ProbeError as exc:
+            self.add(Check(name, Status.FAIL, str(exc), "The API did not answer: see health."))
+            return
+        answer = response.json()
+        token = answer.get("token") if isinstance(answer, dict) else None
+        if response.status == 201 and isinstance(token, str) and token:
+            self.token = token
+            self.add(
+                Check(
+                    name,
+                    Status.PASS,
+                    f"{response.status_line}; a browser token (events, listen) expiring in "
+                    f"{answer.get('expires_in')} s; {_ms(response.seconds)}",
+                )
+            )
+            return
+        detail = answer.get("detail") if isinstance(answer, dict) else None
+        evidence = f"{response.summary()}; {detail or response.body_text(120)}"
+        if response.status in (401, 403):
+            cause = (
+                "callbridge refused the API key: its hash must be in the service's "
+                "CALLBRIDGE_API_KEYS (`callbridge keys hash KEY` prints the entry). The "
+                "WebSocket checks go on without a token."
+            )
+        else:
+            cause = "Expected 201 with a token: is /api/ routed to callbridge?"
+        self.add(Check(name, Status.FAIL, evidence, cause, {"status": response.status}))
+
+    def _token_refused(self, name: str, path: str, code: int, reason: str) -> None:
+        """A 4401/4403 close: the route reaches callbridge, which wants a (valid) token.
+
+        Without credentials that is all the doctor can learn (WARN: the proxy is fine); a
+        token it was given or minted that is refused is the operator's to fix (FAIL)."""
+        evidence = (
+            f"{path} closed {code} {reason!r} before any message: the route reaches callbridge, "
+            "which wants a " + ("browser token" if self.token is None else "valid token")
+        )
+        data = {"close_code": code, "reason": reason}
+        if self.token is None:
+            cause = (
+                "Not a proxy problem. Pass --api-key (the doctor mints a token) or --token to "
+                "check what comes after the token."
+            )
+            self.add(Check(name, Status.WARN, evidence, cause, data))
+            return
+        if code == 4401:
+            cause = (
+                "Not a proxy problem: the token is missing, malformed, expired or signed with "
+                "another CALLBRIDGE_TOKEN_SECRET (several instances must share it). Mint a "
+                "fresh one (--api-key)."
+            )
+        else:
+            cause = (
+                "Not a proxy problem: the token lacks the right for this path (events, listen) "
+                "or this call, or the Origin is not allowed (CALLBRIDGE_ALLOWED_ORIGINS; the "
+                "doctor sends --origin, default the URL's)."
+            )
+        self.add(Check(name, Status.FAIL, evidence, cause, data))
+
     # --- WebSockets ---------------------------------------------------------------------------
 
     def _ws_target(self, path: str, *, call_control_id: str | None = None) -> str:
@@ -595,8 +683,8 @@ class _Doctor:
             query.append(("call_control_id", self.options.call_control_id or self.probe_id))
         elif call_control_id is not None:
             query.append(("call_control_id", call_control_id))
-        if self.options.token and path in BROWSER_PATHS:
-            query.append(("token", self.options.token))
+        if self.token and path in BROWSER_PATHS:
+            query.append(("token", self.token))
         return path + ("?" + urlencode(query) if query else "")
 
     @property
@@ -745,6 +833,19 @@ class _Doctor:
             self.add(Check("close handshake", Status.INFO, "skipped: no WebSocket"))
             return
         message, problem = await self._first_message(session)
+        refused = session.close_rcvd if message is None else None
+        if refused is not None and refused.code in TOKEN_REFUSALS:
+            self.token_refused = True
+            await session.abort()
+            self._token_refused(name, "/call-events", refused.code, refused.reason)
+            self.add(
+                Check(
+                    "close handshake",
+                    Status.INFO,
+                    "skipped: callbridge closed the socket itself (it wants a token)",
+                )
+            )
+            return
         expected: dict[str, type | tuple[type, ...]] = {
             "version": str,
             "seq": int,
@@ -869,7 +970,9 @@ class _Doctor:
             message, problem = await self._first_message(session)
             rcvd = session.close_rcvd
             if call is None:
-                self._frontend_route(name, problem, rcvd.code if rcvd else None, message)
+                self._frontend_route(name, problem, rcvd, message)
+            elif message is None and rcvd is not None and rcvd.code in TOKEN_REFUSALS:
+                self._token_refused(name, "/frontend-audio", rcvd.code, rcvd.reason)
             elif isinstance(message, dict) and message.get("type") == "format":
                 codec = message.get("codec") or {}
                 shown = (
@@ -911,8 +1014,24 @@ class _Doctor:
             await session.abort()
 
     def _frontend_route(
-        self, name: str, problem: str | None, code: int | None, message: Any
+        self, name: str, problem: str | None, rcvd: Close | None, message: Any
     ) -> None:
+        code = rcvd.code if rcvd is not None else None
+        if rcvd is not None and code in TOKEN_REFUSALS and self.token is None:
+            self.add(
+                Check(
+                    name,
+                    Status.PASS,
+                    f"a made-up call ({self.probe_id}) was closed with {code} {rcvd.reason!r}: "
+                    "the route reaches callbridge, which wants a token before it looks the "
+                    "call up",
+                    "Pass --api-key (or --token) to see it refuse the made-up call with 4404.",
+                )
+            )
+            return
+        if rcvd is not None and code in TOKEN_REFUSALS:
+            self._token_refused(name, "/frontend-audio", rcvd.code, rcvd.reason)
+            return
         if code == 4404:
             self.add(
                 Check(
@@ -937,6 +1056,16 @@ class _Doctor:
         assert self.endpoint is not None
         assert self.target is not None
         name = "idle"
+        if self.token_refused:
+            self.add(
+                Check(
+                    name,
+                    Status.INFO,
+                    "skipped: callbridge closes /call-events without a valid token "
+                    "(see its welcome)",
+                )
+            )
+            return
         if "/call-events" in self.target.paths:
             path, target = (
                 "/call-events",

@@ -52,7 +52,19 @@ def doctor(
         typer.Option(help="A live call: /frontend-audio must send its format message."),
     ] = None,
     token: Annotated[
-        str | None, typer.Option(help="Passed as ?token= on /call-events and /frontend-audio.")
+        str | None,
+        typer.Option(
+            help="A browser token (events and listen rights), passed as ?token= on "
+            "/call-events and /frontend-audio."
+        ),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CALLBRIDGE_API_KEY",
+            help="An API key (cbk_…): the doctor mints its own browser token with it through "
+            "POST /api/tokens (unless --token is given).",
+        ),
     ] = None,
     idle: Annotated[
         float | None,
@@ -92,6 +104,7 @@ def doctor(
         origin=origin,
         call_control_id=call_control_id,
         token=token,
+        api_key=api_key,
         idle=idle,
         quick=quick,
         local=local,

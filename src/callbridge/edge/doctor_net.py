@@ -35,6 +35,7 @@ __all__ = [
     "close_writer",
     "connect",
     "http_get",
+    "http_request",
     "ws_accept",
     "ws_handshake",
 ]
@@ -226,18 +227,32 @@ async def http_get(
     endpoint: Endpoint, path: str, wait: float, headers: dict[str, str] | None = None
 ) -> RawResponse:
     """One GET with Connection: close, answered in full (body cut at 16 KiB)."""
+    return await http_request(endpoint, "GET", path, wait, headers)
+
+
+async def http_request(
+    endpoint: Endpoint,
+    method: str,
+    path: str,
+    wait: float,
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+) -> RawResponse:
+    """One request with Connection: close, answered in full (body cut at 16 KiB)."""
     started = time.monotonic()
     reader, writer = await connect(endpoint, wait)
     try:
         lines = [
-            f"GET {path} HTTP/1.1",
+            f"{method} {path} HTTP/1.1",
             f"Host: {endpoint.host_header}",
             f"User-Agent: {USER_AGENT}",
             "Accept: */*",
             "Connection: close",
             *(f"{name}: {value}" for name, value in (headers or {}).items()),
         ]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        if body or method not in ("GET", "HEAD"):
+            lines.append(f"Content-Length: {len(body)}")
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
         await writer.drain()
         return await read_response(reader, wait, started)
     except (OSError, ssl.SSLError) as exc:

@@ -2,11 +2,13 @@
 
 Each call gets a carrier stream that behaves like Telnyx (Telnyx's exact JSON, one 20 ms PCMU
 `media` frame every 20 ms, paced against a monotonic deadline) and L browser listeners on
-`/frontend-audio`. The sender's clock travels in `media.timestamp` (microseconds, mod 2**32),
-which callbridge passes through verbatim into the binary frame, so each listener measures the
-end-to-end latency of every frame. Loss is counted from the chunk numbers and from what the
-service reports it dropped. The service's CPU time comes from /proc/<pid>/stat over the measured
-window, so the report can say how many CPU microseconds one delivered frame costs.
+`/frontend-audio`, each with its own browser token for that call (minted with the API key, so
+the service's per-token connection limit never applies to the load). The sender's clock
+travels in `media.timestamp` (microseconds, mod 2**32), which callbridge passes through verbatim
+into the binary frame, so each listener measures the end-to-end latency of every frame. Loss is
+counted from the chunk numbers and from what the service reports it dropped. The service's CPU
+time comes from /proc/<pid>/stat over the measured window, so the report can say how many CPU
+microseconds one delivered frame costs.
 
 The work is spread over several processes (one event loop each) so the load generator keeps its
 own pacing; the report says what send rate it achieved.
@@ -33,6 +35,13 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from callbridge.audio.frames import unpack_frame
 from callbridge.carrier.telnyx.media import AUTH_HEADER
+from callbridge.sim.auth import (
+    AuthRefused,
+    api_headers,
+    explain_refusal,
+    mint_token,
+    token_subprotocols,
+)
 
 __all__ = [
     "CallTarget",
@@ -56,6 +65,7 @@ class CallTarget:
     stream_url: str
     token: str | None
     listen_url: str
+    listen_tokens: tuple[str, ...] = ()  # one browser token per listener
 
 
 @dataclasses.dataclass(slots=True)
@@ -150,31 +160,49 @@ def rss_mb(pid: int) -> float:
 # --- setting calls up through the service and its simulator -----------------------------------
 
 
-async def dial_calls(target: str, sim: str, count: int) -> list[CallTarget]:
-    """Dial `count` calls through callbridge; read each stream token from the simulator."""
+async def dial_calls(
+    target: str,
+    sim: str,
+    count: int,
+    *,
+    listeners: int = 1,
+    api_key: str | None = None,
+    token_ttl: int = 3600,
+) -> list[CallTarget]:
+    """Dial `count` calls through callbridge; read each stream token from the simulator, and
+    mint a listen token per listener (AuthRefused says what to do about a 401)."""
     ws = "ws" + target.removeprefix("http")
     async with (
-        httpx.AsyncClient(base_url=target, timeout=30) as api,
+        httpx.AsyncClient(base_url=target, timeout=30, headers=api_headers(api_key)) as api,
         httpx.AsyncClient(base_url=sim, timeout=30) as simulator,
     ):
 
         async def one() -> CallTarget:
             response = await api.post("/api/calls", json={"to": NO_MEDIA})
+            if response.status_code in (401, 403):
+                raise AuthRefused(explain_refusal(response, api_key is not None))
             response.raise_for_status()
             call_id = response.json()["data"]["call_control_id"]
             stream = (await simulator.get(f"/_sim/calls/{call_id}")).json()["stream"]
+            tokens = await asyncio.gather(
+                *(
+                    mint_token(api, calls=[call_id], rights=("listen",), ttl=token_ttl)
+                    for _ in range(listeners)
+                )
+            )
             return CallTarget(
                 call_control_id=call_id,
                 stream_url=stream["stream_url"],
                 token=stream.get("stream_auth_token"),
                 listen_url=f"{ws}/frontend-audio?call_control_id={call_id}",
+                listen_tokens=tuple(tokens),
             )
 
         return list(await asyncio.gather(*(one() for _ in range(count))))
 
 
-async def hang_up(target: str, calls: Sequence[CallTarget]) -> None:
-    async with httpx.AsyncClient(base_url=target, timeout=30) as api:
+async def hang_up(target: str, calls: Sequence[CallTarget], api_key: str | None = None) -> None:
+    async with httpx.AsyncClient(base_url=target, timeout=30, headers=api_headers(api_key)) as api:
         await asyncio.gather(
             *(api.post(f"/api/calls/{c.call_control_id}/hangup") for c in calls),
             return_exceptions=True,
@@ -278,6 +306,26 @@ async def _listen(
 SLOTS = 20  # phases per 20 ms frame: streams are spread evenly, 1 ms apart
 
 
+async def _until_ready(
+    ready: asyncio.Event, connection: ClientConnection, listening: asyncio.Task[None]
+) -> None:
+    """Wait for a listener's codec; one the service closed first (a refused token, too many
+    connections) fails the run with the service's close code and reason."""
+    waiting = asyncio.create_task(ready.wait())
+    try:
+        await asyncio.wait({waiting, listening}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+    if ready.is_set():
+        return
+    if listening.done():
+        raise RuntimeError(
+            f"a listener was closed before any audio: {connection.close_code} "
+            f"{connection.close_reason or ''}".rstrip()
+        )
+    raise TimeoutError("a listener got no format with a codec within 30 s")
+
+
 async def _worker(
     targets: Sequence[CallTarget],
     phases: Sequence[int],
@@ -291,18 +339,27 @@ async def _worker(
     listen_tasks: list[asyncio.Task[None]] = []
     slots: dict[int, list[_Stream]] = {}
     for target, phase in zip(targets, phases, strict=True):
-        ready = [asyncio.Event() for _ in range(listeners)]
-        for event in ready:
-            connection = await connect(target.listen_url, open_timeout=30, max_queue=None)
-            listen_tasks.append(asyncio.create_task(_listen(connection, result, event, window)))
+        opened: list[tuple[asyncio.Event, ClientConnection, asyncio.Task[None]]] = []
+        for index in range(listeners):
+            event = asyncio.Event()
+            tokens = target.listen_tokens
+            connection = await connect(
+                target.listen_url,
+                subprotocols=token_subprotocols(tokens[index]) if tokens else None,
+                open_timeout=30,
+                max_queue=None,
+            )
+            task = asyncio.create_task(_listen(connection, result, event, window))
+            listen_tasks.append(task)
+            opened.append((event, connection, task))
         headers = {AUTH_HEADER: target.token} if target.token else {}
         stream = _Stream(
             await connect(target.stream_url, additional_headers=headers, open_timeout=30),
             target,
         )
         await stream.begin()
-        for event in ready:
-            await asyncio.wait_for(event.wait(), 30)
+        for event, connection, task in opened:
+            await _until_ready(event, connection, task)
         slots.setdefault(phase, []).append(stream)
     await asyncio.to_thread(barrier.wait)  # every worker is connected: start together
 

@@ -2,10 +2,11 @@
 
 The simulator plays Telnyx for a callbridge that was configured to use it (TELNYX_BASE_URL,
 TELNYX_PUBLIC_KEY and TELNYX_API_KEY from the simulator), typically through the real proxy. The
-smoke test then behaves like the front end: it watches `/call-events`, dials, listens on
-`/frontend-audio`, and hangs up. Each step that fails says what to check, because each one
-exercises a different path: REST to the service, the service's REST to Telnyx, Telnyx's webhooks
-to the service, Telnyx's media socket to the service, and the service's sockets to browsers.
+smoke test then behaves like the front end and its backend: with an API key it mints a browser
+token, watches `/call-events`, dials, listens on `/frontend-audio`, and hangs up. Each step
+that fails says what to check, because each one exercises a different path: REST to the
+service, the service's REST to Telnyx, Telnyx's webhooks to the service, Telnyx's media socket
+to the service, and the service's sockets to browsers.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,9 +23,12 @@ import httpx
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
-__all__ = ["SmokeStep", "run_smoke"]
+from callbridge.sim.auth import api_headers, explain_refusal, mint_token, token_subprotocols
+
+__all__ = ["SMOKE_STEPS", "SmokeStep", "run_smoke"]
 
 STEP_TIMEOUT = 20.0
+SMOKE_STEPS = 8
 FRAMES_TO_HEAR = 50  # one second of one track
 
 
@@ -58,9 +63,17 @@ async def _json_until(
 
 class _Smoke:
     def __init__(
-        self, target: str, number: str, public_key: str, base_url: str, step_timeout: float
+        self,
+        target: str,
+        number: str,
+        public_key: str,
+        base_url: str,
+        step_timeout: float,
+        api_key: str | None = None,
     ) -> None:
         self.step_timeout = step_timeout
+        self.api_key = api_key
+        self.token = ""
         self.target = target.rstrip("/")
         self.ws = _ws_base(target)
         self.number = number
@@ -84,11 +97,19 @@ class _Smoke:
         self.steps.append(SmokeStep(name, True, detail, time.monotonic() - began))
 
     async def run(self) -> None:
-        async with httpx.AsyncClient(base_url=self.target, timeout=10.0) as http:
+        async with httpx.AsyncClient(
+            base_url=self.target, timeout=10.0, headers=api_headers(self.api_key)
+        ) as http:
             await self.step(
                 "service answers",
                 lambda: self._health(http),
                 f"Is callbridge reachable at {self.target}?",
+            )
+            await self.step(
+                "API key accepted",
+                lambda: self._token(http),
+                "POST /api/tokens must answer 201 to the API key, which mints the browser "
+                "token the sockets need.",
             )
             await self.step(
                 "/call-events welcome",
@@ -139,13 +160,25 @@ class _Smoke:
         response.raise_for_status()
         return f"version {response.json().get('version')}"
 
+    async def _token(self, http: httpx.AsyncClient) -> str:
+        # Long enough for every step to use its whole timeout; the service caps it anyway.
+        ttl = min(86_400, max(600, math.ceil(SMOKE_STEPS * self.step_timeout) + 60))
+        self.token = await mint_token(http, rights=("events", "listen"), ttl=ttl)
+        return "a browser token for /call-events and /frontend-audio"
+
     async def _open_events(self) -> str:
-        self.events = await connect(f"{self.ws}/call-events", open_timeout=10)
+        self.events = await connect(
+            f"{self.ws}/call-events",
+            subprotocols=token_subprotocols(self.token),
+            open_timeout=10,
+        )
         welcome = await _json_until(self.events, lambda m: m.get("type") == "welcome")
         return f"seq {welcome['seq']}"
 
     async def _dial(self, http: httpx.AsyncClient) -> str:
         response = await http.post("/api/calls", json={"to": self.number})
+        if response.status_code in (401, 403):
+            raise RuntimeError(explain_refusal(response, self.api_key is not None))
         if response.status_code != 201:
             raise RuntimeError(f"POST /api/calls answered {response.status_code}: {response.text}")
         self.call_id = response.json()["data"]["call_control_id"]
@@ -165,7 +198,8 @@ class _Smoke:
 
     async def _listen(self) -> str:
         url = f"{self.ws}/frontend-audio?call_control_id={self.call_id}"
-        async with connect(url, open_timeout=10) as listener:
+        protocols = token_subprotocols(self.token)
+        async with connect(url, subprotocols=protocols, open_timeout=10) as listener:
             announced = await _json_until(
                 listener, lambda m: m.get("type") == "format" and m.get("codec") is not None
             )
@@ -191,12 +225,13 @@ async def run_smoke(
     number: str = "+15550100011",
     step_timeout: float = STEP_TIMEOUT,
     knows_call: Callable[[str], bool] | None = None,
+    api_key: str | None = None,
 ) -> list[SmokeStep]:
     """Run every step until one fails; the list says what passed and what did not.
 
     `knows_call` tells whether the simulator saw a call id, so that a service that dials
     through some other Telnyx fails the dial step instead of passing by accident."""
-    smoke = _Smoke(target, number, public_key, base_url, step_timeout)
+    smoke = _Smoke(target, number, public_key, base_url, step_timeout, api_key)
     if knows_call is not None:
         smoke.knows_call = knows_call
     with contextlib.suppress(SmokeFailed):

@@ -72,7 +72,12 @@ class Store(Protocol):
     async def get_call(self, call_control_id: str) -> Call | None: ...
 
     async def list_calls(
-        self, *, states: Collection[str] | None, limit: int, offset: int
+        self,
+        *,
+        states: Collection[str] | None,
+        limit: int,
+        offset: int,
+        call_ids: Collection[str] | None = None,
     ) -> tuple[list[Call], int]: ...
 
     async def call_events(self, call_control_id: str) -> list[StoredEvent]: ...

@@ -251,13 +251,21 @@ class SqlStore:
         return _call_from_row(row) if row else None
 
     async def list_calls(
-        self, *, states: Collection[str] | None, limit: int, offset: int
+        self,
+        *,
+        states: Collection[str] | None,
+        limit: int,
+        offset: int,
+        call_ids: Collection[str] | None = None,
     ) -> tuple[list[Call], int]:
         query = sa.select(calls)
         count = sa.select(sa.func.count()).select_from(calls)
         if states:
             query = query.where(calls.c.state.in_(list(states)))
             count = count.where(calls.c.state.in_(list(states)))
+        if call_ids is not None:
+            query = query.where(calls.c.call_control_id.in_(list(call_ids)))
+            count = count.where(calls.c.call_control_id.in_(list(call_ids)))
         query = query.order_by(calls.c.created_at.desc(), calls.c.call_control_id)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query.limit(limit).offset(offset))).mappings().all()

@@ -23,6 +23,7 @@ class CloseCode(enum.IntEnum):
     FORBIDDEN = 4403  # the token does not cover this call
     UNKNOWN_CALL = 4404  # no such call
     CONFLICT = 4409  # e.g. someone else is already talking into the call
+    TOO_MANY = 4429  # too many sockets for this address or token
 
 
 MAX_REASON_BYTES = 123  # RFC 6455: the close frame's payload is at most 125 bytes

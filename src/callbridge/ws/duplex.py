@@ -15,12 +15,11 @@ __all__ = ["until_either_ends"]
 _GONE = (WebSocketDisconnect, RuntimeError)
 
 
-async def until_either_ends(
-    receiving: Coroutine[Any, Any, None], sending: Coroutine[Any, Any, None]
-) -> None:
+async def until_either_ends(*sides: Coroutine[Any, Any, None]) -> None:
     """The browser closing ends the sender; the sender finishing (e.g. after a final message)
-    ends the receiver. Other exceptions propagate, so the handler can close with 1011."""
-    tasks = {asyncio.create_task(receiving), asyncio.create_task(sending)}
+    ends the receiver; a token expiring ends both. Other exceptions propagate, so the handler
+    can close with 1011."""
+    tasks = {asyncio.create_task(side) for side in sides}
     done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     for task in pending:
         task.cancel()

@@ -15,18 +15,23 @@ import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from callbridge import __version__
+from callbridge.auth.tokens import Grant, Right, TokenError
 from callbridge.calls.events import StoredEvent
 from callbridge.hub.base import EventSubscription
 from callbridge.logs import get_logger
-from callbridge.metrics import EVENT_CLIENTS, EVENTS_DELIVERED
+from callbridge.metrics import EVENT_CLIENTS, EVENTS_DELIVERED, REFUSALS
 from callbridge.runtime import Runtime, runtime_of
-from callbridge.ws.close_codes import CloseCode
+from callbridge.ws.close_codes import CloseCode, close_reason
 from callbridge.ws.duplex import until_either_ends
+from callbridge.ws.gate import Admission, admit
 
 __all__ = ["call_events_endpoint"]
 
 log = get_logger(__name__)
 PAGE = 500
+_ONLY_PING_OR_TOKEN = orjson.dumps(
+    {"type": "error", "reason": 'this socket only accepts {"type": "ping"} and {"type": "token"}'}
+).decode()
 
 
 class _BadQuery(ValueError):
@@ -95,41 +100,77 @@ class _EventStream:
             self.cursor = event.seq
 
 
-async def _receive_until_closed(websocket: WebSocket) -> None:
-    """Browsers have nothing to say here but `{"type": "ping"}`; anything else gets an error."""
+async def _receive_until_closed(
+    websocket: WebSocket, admission: Admission, stream: _EventStream, max_bytes: int
+) -> None:
+    """Browsers say `{"type": "ping"}` or refresh their token; anything else gets an error."""
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
             return
         text = message.get("text")
+        size = len(text or message.get("bytes") or b"")
+        if size > max_bytes:
+            REFUSALS.labels("call-events", "too_big").inc()
+            log.info("Oversized message on call-events", size=size, limit=max_bytes)
+            await websocket.close(
+                CloseCode.TOO_BIG, close_reason(f"messages here are at most {max_bytes} bytes")
+            )
+            return
         try:
             parsed: Any = orjson.loads(text) if text is not None else None
         except orjson.JSONDecodeError:
             parsed = None
-        if isinstance(parsed, dict) and parsed.get("type") == "ping":
+        kind = parsed.get("type") if isinstance(parsed, dict) else None
+        if kind == "ping":
             await websocket.send_text('{"type":"pong"}')
+        elif kind == "token":
+            assert isinstance(parsed, dict)
+            await admission.handle_refresh(parsed, lambda grant: _covers(grant, stream.call_ids))
         else:
-            log.info(
-                "Unexpected message on call-events", size=len(text or message.get("bytes") or b"")
-            )
-            await websocket.send_text(
-                '{"type":"error","reason":"this socket only accepts {\\"type\\":\\"ping\\"}"}'
-            )
+            log.info("Unexpected message on call-events", size=size)
+            await websocket.send_text(_ONLY_PING_OR_TOKEN)
+
+
+def _covers(grant: Grant, call_ids: frozenset[str] | None) -> None:
+    """The token must allow events on every call this socket follows."""
+    grant.require(Right.EVENTS)
+    if grant.calls is None:
+        return
+    if call_ids is None:
+        raise TokenError(
+            "token covers only some calls: name them with call_control_id", forbidden=True
+        )
+    if not call_ids <= grant.calls:
+        raise TokenError("token does not cover every call_control_id asked for", forbidden=True)
 
 
 async def call_events_endpoint(websocket: WebSocket) -> None:
     runtime = runtime_of(websocket)
     settings = runtime.settings
     log.info("WebSocket upgrade request", path=websocket.url.path)
+    bad_query: str | None = None
+    since, epoch, call_ids = None, None, None
     try:
         since, epoch, call_ids = _parse_query(websocket)
     except _BadQuery as exc:
-        await websocket.accept()
-        log.info("call-events request refused", reason=str(exc))
-        await websocket.close(CloseCode.BAD_REQUEST, str(exc))
-        return
+        bad_query = str(exc)
+
+    def check(grant: Grant) -> None:
+        nonlocal call_ids
+        if grant.calls is not None and call_ids is None:
+            call_ids = grant.calls  # a token for some calls sees only those
+        _covers(grant, call_ids)
+
     log.info("Upgrading to call-events WebSocket")
-    await websocket.accept()
+    admission = await admit(websocket, "call-events", Right.EVENTS, check)
+    if admission is None:
+        return
+    if bad_query is not None:
+        admission.release()
+        log.info("call-events request refused", reason=bad_query)
+        await websocket.close(CloseCode.BAD_REQUEST, bad_query)
+        return
     log.info("New client connected to call events WebSocket")
     EVENT_CLIENTS.inc()
     # Subscribe before reading the head: anything committed later is then surely queued.
@@ -147,6 +188,7 @@ async def call_events_endpoint(websocket: WebSocket) -> None:
                     "epoch": head.epoch,
                     "ping_interval": settings.ws_ping_interval,
                     "filter": sorted(call_ids) if call_ids else None,
+                    "token_expires_at": int(admission.grant.expires_at),
                 }
             ).decode()
         )
@@ -170,7 +212,11 @@ async def call_events_endpoint(websocket: WebSocket) -> None:
                         {"type": "replayed", "from": since, "to": head.last_seq, "count": count}
                     ).decode()
                 )
-        await until_either_ends(_receive_until_closed(websocket), stream.live(subscription))
+        await until_either_ends(
+            _receive_until_closed(websocket, admission, stream, settings.events_max_message_bytes),
+            stream.live(subscription),
+            admission.expire(),
+        )
     except WebSocketDisconnect:
         pass
     except Exception:
@@ -179,6 +225,7 @@ async def call_events_endpoint(websocket: WebSocket) -> None:
         with contextlib.suppress(Exception):
             await websocket.close(CloseCode.INTERNAL_ERROR, "internal error; reconnect with since")
     finally:
+        admission.release()
         runtime.hub.unsubscribe_events(subscription)
         EVENT_CLIENTS.dec()
         log.info("Client left call events WebSocket", cursor=stream.cursor)

@@ -22,14 +22,16 @@ import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from callbridge.audio.g711 import alaw_decode, ulaw_decode
+from callbridge.auth.tokens import Grant, Right
 from callbridge.calls.model import CallState
 from callbridge.hub.live import AudioItem, LiveQueue, StreamNotice, TalkAudio, TalkControl
 from callbridge.logs import get_logger
-from callbridge.metrics import MEDIA, MEDIA_MALFORMED, MediaStats
+from callbridge.metrics import MEDIA, MEDIA_MALFORMED, REFUSALS, MediaStats
 from callbridge.runtime import Runtime
 from callbridge.ws.audio_format import TALK_INPUTS, TALK_RATES, format_notice
 from callbridge.ws.close_codes import CloseCode, close_reason
 from callbridge.ws.duplex import until_either_ends
+from callbridge.ws.gate import Admission, admit
 
 __all__ = ["FrontendListener"]
 
@@ -55,10 +57,24 @@ class FrontendListener:
         self.current_stream: str | None = None
         self.sent = 0
         self._complaints: set[str] = set()
+        self.admission: Admission  # set once the gate admits the socket
+
+    def _allowed(self, grant: Grant) -> None:
+        grant.require(Right.LISTEN, self.call_id or None)
+        if self.talk_encoding is not None:  # a refresh cannot take away the right in use
+            grant.require(Right.TALK)
 
     async def run(self) -> None:
-        websocket = self.websocket
-        await websocket.accept()
+        admission = await admit(self.websocket, "frontend-audio", Right.LISTEN, self._allowed)
+        if admission is None:
+            return
+        self.admission = admission
+        try:
+            await self._run()
+        finally:
+            admission.release()
+
+    async def _run(self) -> None:
         log.info("Frontend client connected to audio stream", call_control_id=self.call_id)
         if not self.call_id:
             await self._close(CloseCode.BAD_REQUEST, "call_control_id query parameter is required")
@@ -103,7 +119,7 @@ class FrontendListener:
             await self.websocket.send_text(_end("call_ended", hangup_cause=call.hangup_cause))
             await self._close(CloseCode.NORMAL, "call ended")
             return
-        await until_either_ends(self._receive(), self._send(queue, stats))
+        await until_either_ends(self._receive(), self._send(queue, stats), self.admission.expire())
 
     async def _send(self, queue: LiveQueue[AudioItem], stats: MediaStats) -> None:
         """Queue → socket; returns after the `end` message and close."""
@@ -179,6 +195,8 @@ class FrontendListener:
         kind = command.get("type") if isinstance(command, dict) else None
         if kind == "ping":
             await self.websocket.send_text('{"type":"pong"}')
+        elif kind == "token":
+            await self.admission.handle_refresh(command, self._allowed)
         elif kind == "talk.start":
             await self._start_talking(command)
         elif kind == "talk.stop":
@@ -200,6 +218,10 @@ class FrontendListener:
             await self._error("unknown_type", f"unknown message type {str(kind)[:40]!r}")
 
     async def _start_talking(self, command: dict[str, Any]) -> None:
+        if Right.TALK not in self.admission.grant.rights:
+            REFUSALS.labels("frontend-audio", "no_talk_right").inc()
+            await self._refuse_talk(CloseCode.FORBIDDEN, "this token has no talk right")
+            return
         encoding = command.get("encoding", "pcm16")
         rate = command.get("sample_rate", 8000)
         if encoding not in TALK_INPUTS:
@@ -219,26 +241,10 @@ class FrontendListener:
             claimed = await self.runtime.hub.claim_talker(self.call_id, self.owner)
         except Exception as exc:  # the broker is unreachable: nobody can be sure to be alone
             log.warning("Talker claim failed", call_control_id=self.call_id, error=str(exc))
-            await self.websocket.send_text(
-                orjson.dumps(
-                    {
-                        "type": "talk.refused",
-                        "code": int(CloseCode.INTERNAL_ERROR),
-                        "reason": "the hub is unreachable; try again",
-                    }
-                ).decode()
-            )
+            await self._refuse_talk(CloseCode.INTERNAL_ERROR, "the hub is unreachable; try again")
             return
         if not claimed:
-            await self.websocket.send_text(
-                orjson.dumps(
-                    {
-                        "type": "talk.refused",
-                        "code": int(CloseCode.CONFLICT),
-                        "reason": "another client is talking into this call",
-                    }
-                ).decode()
-            )
+            await self._refuse_talk(CloseCode.CONFLICT, "another client is talking into this call")
             return
         self.talk_encoding, self.talk_rate = str(encoding), int(rate)
         self.runtime.hub.publish_talk(self.call_id, TalkControl("start", sample_rate=int(rate)))
@@ -251,6 +257,11 @@ class FrontendListener:
                     "codec": self.talk_codec,
                 }
             ).decode()
+        )
+
+    async def _refuse_talk(self, code: CloseCode, reason: str) -> None:
+        await self.websocket.send_text(
+            orjson.dumps({"type": "talk.refused", "code": int(code), "reason": reason}).decode()
         )
 
     async def _stop_talking(self) -> None:

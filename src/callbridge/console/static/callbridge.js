@@ -3,13 +3,16 @@
 // An ES module with no dependencies and no build step:
 //
 //   import { CallEvents, CallAudio } from "/static/callbridge.js";
-//   const events = new CallEvents();                 // ws(s)://<this host>/call-events
+//   const token = async () => (await fetch("/my-backend/callbridge-token")).json();
+//   const events = new CallEvents({ token });        // ws(s)://<this host>/call-events
 //   events.addEventListener("event", (e) => console.log(e.detail));
 //   events.connect();
-//   const audio = new CallAudio({ callControlId });  // ws(s)://<this host>/frontend-audio
+//   const audio = new CallAudio({ callControlId, token }); // ws(s)://<this host>/frontend-audio
 //   await audio.listen();                            // plays both tracks; audio.levels for meters
 //   await audio.startTalking(); audio.stopTalking(); // the microphone into the call
 //
+// `token` is a browser token, or a function that fetches one (POST /api/tokens, done by the
+// page's own backend); tokens are refreshed on the open socket before they expire.
 // Both reconnect on their own with jittered exponential backoff. CallEvents resumes from the
 // last seq it saw (and its epoch), so a reconnect, a proxy timeout or a service restart loses
 // and repeats nothing. CallAudio skips to live audio after a reconnect. See docs/client.md.
@@ -28,8 +31,9 @@ const CLOSE_REASONS = {
   1013: "the server is overloaded; try again later",
   1015: "TLS handshake failed",
   4400: "bad request (a query parameter or message is malformed)",
-  4401: "not authorised (missing or expired token)",
-  4403: "forbidden (the token does not cover this call)",
+  4401: "not authorised (missing, invalid or expired token)",
+  4403: "forbidden (the token does not cover this, or the page's origin is not allowed)",
+  4429: "too many connections for this address or token",
   4404: "no such call",
   4409: "conflict (someone else is already talking)",
 };
@@ -52,13 +56,126 @@ function backoffDelay(attempt, options) {
   return Math.random() * ceiling; // "full jitter": reconnecting clients do not stampede
 }
 
+// --- tokens -----------------------------------------------------------------------------------
+
+const REFRESH_AT = 0.75; // refresh a token on the open socket when 3/4 of its life has passed
+const MIN_REFRESH_LEAD_MS = 5000;
+
+/** The `exp` claim of a JWT, in ms since the epoch (null if it cannot be read). */
+function jwtExpiry(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const exp = JSON.parse(atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), "="))).exp;
+    return typeof exp === "number" ? exp * 1000 : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * A socket's token: fetched before each connection (reused while fresh), sent as the
+ * `callbridge.token.<token>` subprotocol (never in the URL), refreshed on the open socket
+ * before it expires, and dropped when the server says 4401.
+ *
+ * `source` is a token string, or a function returning a token or `POST /api/tokens`'s answer
+ * ({token, expires_in}) — see tokenFromApi().
+ */
+class Credentials {
+  constructor(source) {
+    this.source = source;
+    this.current = null; // {token, expiresAt}
+    this.timer = null;
+  }
+
+  async fetch() {
+    const answer = typeof this.source === "function" ? await this.source() : this.source;
+    const token = typeof answer === "string" ? answer : answer?.token;
+    if (!token) throw Object.assign(new Error("the token source gave no token"), { retry: false });
+    const expiresAt =
+      typeof answer?.expires_in === "number" ? Date.now() + answer.expires_in * 1000 : jwtExpiry(token);
+    return { token, expiresAt };
+  }
+
+  fresh() {
+    return this.current && (this.current.expiresAt === null || this.current.expiresAt - Date.now() > MIN_REFRESH_LEAD_MS);
+  }
+
+  async protocols() {
+    if (this.source === null) return ["callbridge"];
+    if (!this.fresh()) this.current = await this.fetch();
+    return ["callbridge", `callbridge.token.${this.current.token}`];
+  }
+
+  /** Schedule the refresh of the token on the open socket. */
+  opened(send, stillOpen) {
+    clearTimeout(this.timer);
+    if (typeof this.source !== "function" || !this.current?.expiresAt) return;
+    const life = this.current.expiresAt - Date.now();
+    const lead = Math.max(MIN_REFRESH_LEAD_MS, life * (1 - REFRESH_AT));
+    this.timer = setTimeout(async () => {
+      try {
+        const next = await this.fetch();
+        if (!stillOpen()) return;
+        this.pending = next;
+        send(JSON.stringify({ type: "token", token: next.token }));
+      } catch (error) {
+        console.warn(`token refresh failed (${error.message}); the socket will reconnect at expiry`);
+      }
+    }, Math.max(0, life - lead));
+    this.send = send;
+    this.stillOpen = stillOpen;
+  }
+
+  answer(message) {
+    if (message.type === "token.accepted" && this.pending) {
+      this.current = this.pending;
+      this.pending = null;
+      this.opened(this.send, this.stillOpen);
+    }
+  }
+
+  closed(code) {
+    clearTimeout(this.timer);
+    if (code === 4401) this.current = null; // expired or refused: the next connection fetches anew
+  }
+
+  mayRetry(code) {
+    if (code === 4403) return false; // a token for other calls will not become valid by retrying
+    if (code === 4401) return typeof this.source === "function"; // only a source can give a new one
+    return true;
+  }
+}
+
+/**
+ * A token source that asks `POST /api/tokens` with an API key — for pages that hold a key (like
+ * the console). A front end with its own backend should have that backend ask instead.
+ */
+export function tokenFromApi({ apiKey, calls = "*", rights = ["events", "listen", "talk"], ttl = 600, url = "/api/tokens" }) {
+  return async () => {
+    const response = await fetch(url, {
+      method: "POST",
+      headers: { authorization: `Bearer ${typeof apiKey === "function" ? apiKey() : apiKey}`, "content-type": "application/json" },
+      body: JSON.stringify({ calls, rights, ttl }),
+    });
+    const data = await response.json().catch(() => null);
+    if (!response.ok) {
+      throw Object.assign(new Error(data?.detail ?? `token request failed: HTTP ${response.status}`), {
+        retry: response.status >= 500 || response.status === 429,
+        status: response.status,
+      });
+    }
+    return data;
+  };
+}
+
 /**
  * One WebSocket that reconnects until closed. Subclasses get onOpen / onMessage / onClose and
  * decide with shouldReconnect() whether a close ends it for good.
  */
 class ReconnectingSocket extends EventTarget {
-  constructor({ backoff = DEFAULT_BACKOFF, binaryType = "arraybuffer" } = {}) {
+  constructor({ backoff = DEFAULT_BACKOFF, binaryType = "arraybuffer", token = null } = {}) {
     super();
+    this.credentials = new Credentials(token);
     this.backoff = { ...DEFAULT_BACKOFF, ...backoff };
     this.binaryType = binaryType;
     this.socket = null;
@@ -73,33 +190,57 @@ class ReconnectingSocket extends EventTarget {
     this.dispatchEvent(new CustomEvent("status", { detail: { status, ...detail } }));
   }
 
-  open() {
+  /** Retry later (full-jitter backoff), or stop for good. */
+  retryOrStop(again, detail) {
+    if (again) {
+      const delay = backoffDelay(this.attempt++, this.backoff);
+      console.warn(`${this.name} closed (${detail.code}: ${detail.explanation}); retry in ${Math.round(delay)} ms`);
+      this.setStatus("reconnecting", { ...detail, delay });
+      this.timer = setTimeout(() => this.open(), delay);
+    } else {
+      this.setStatus("closed", detail);
+    }
+  }
+
+  async open() {
     this.closedByUser = false;
     clearTimeout(this.timer);
-    const socket = new WebSocket(this.url());
+    this.setStatus("connecting");
+    let protocols;
+    try {
+      protocols = await this.credentials.protocols();
+    } catch (error) {
+      // No token, no socket: the page's token source failed (network, or the key was refused).
+      const detail = { code: 0, reason: String(error.message ?? error), explanation: "could not get a token" };
+      this.retryOrStop(!this.closedByUser && error.retry !== false, detail);
+      return;
+    }
+    if (this.closedByUser) return;
+    const socket = new WebSocket(this.url(), protocols);
     socket.binaryType = this.binaryType;
     this.socket = socket;
-    this.setStatus("connecting");
     socket.onopen = () => {
       this.attempt = 0;
       this.setStatus("open");
+      this.credentials.opened((message) => this.send(message), () => this.socket === socket);
       this.onOpen(socket);
     };
-    socket.onmessage = (message) => this.onMessage(message.data);
+    socket.onmessage = (message) => {
+      if (typeof message.data === "string" && message.data.startsWith('{"type":"token.')) {
+        this.credentials.answer(JSON.parse(message.data));
+        this.dispatchEvent(new CustomEvent("token", { detail: JSON.parse(message.data) }));
+        return;
+      }
+      this.onMessage(message.data);
+    };
     socket.onclose = (close) => {
       if (this.socket !== socket) return;
       this.socket = null;
+      this.credentials.closed(close.code);
       const explanation = explainClose(close.code);
-      const again = !this.closedByUser && this.shouldReconnect(close);
+      const again = !this.closedByUser && this.shouldReconnect(close) && this.credentials.mayRetry(close.code);
       this.onClose(close);
-      if (again) {
-        const delay = backoffDelay(this.attempt++, this.backoff);
-        console.warn(`${this.name} closed (${close.code}: ${explanation}); retry in ${Math.round(delay)} ms`);
-        this.setStatus("reconnecting", { code: close.code, reason: close.reason, explanation, delay });
-        this.timer = setTimeout(() => this.open(), delay);
-      } else {
-        this.setStatus("closed", { code: close.code, reason: close.reason, explanation });
-      }
+      this.retryOrStop(again, { code: close.code, reason: close.reason, explanation });
     };
   }
 
@@ -114,6 +255,7 @@ class ReconnectingSocket extends EventTarget {
   close() {
     this.closedByUser = true;
     clearTimeout(this.timer);
+    this.credentials.closed(1000);
     this.socket?.close(1000, "client closed");
   }
 

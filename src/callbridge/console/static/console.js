@@ -4,7 +4,7 @@
 // nothing a caller, the carrier or the API sent is ever parsed as markup. The page's state is
 // window.callbridgeConsole, which tests read too.
 
-import { CallAudio, CallEvents } from "/static/callbridge.js";
+import { CallAudio, CallEvents, tokenFromApi } from "/static/callbridge.js";
 
 const RANK = { dialing: 0, initiated: 1, ringing: 1, answered: 2, streaming: 3, ended: 4 };
 const TRACKS = ["inbound", "outbound"];
@@ -64,17 +64,56 @@ const remoteParty = (call) => (call.direction === "incoming" ? call.from : call.
 const answerable = (call) => call.direction === "incoming" && call.state === "ringing";
 const callPath = (id, suffix = "") => `/api/calls/${encodeURIComponent(id)}${suffix}`;
 
+// --- the API key --------------------------------------------------------------------------------
+// The console is a page that holds an API key (an operator's tool): taken from the link the
+// service prints (#key=…, a fragment, so never sent to any server or log), or typed in; kept in
+// sessionStorage (this tab only) and removed from the address bar. Sockets get short-lived
+// tokens from POST /api/tokens, as any front end's page would.
+
+const KEY_STORAGE = "callbridge.apiKey";
+let apiKey = readKey();
+const tokens = tokenFromApi({ apiKey: () => apiKey });
+
+function readKey() {
+  const fromLink = new URLSearchParams(location.hash.slice(1)).get("key");
+  if (fromLink) {
+    sessionStorage.setItem(KEY_STORAGE, fromLink);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  return sessionStorage.getItem(KEY_STORAGE);
+}
+
+function askForKey(message) {
+  ui.keyCard.hidden = false;
+  showMessage(ui.keyError, message);
+  ui.keyInput.focus();
+}
+
+function saveKey(event) {
+  event.preventDefault();
+  const typed = ui.keyInput.value.trim();
+  if (!typed) return askForKey("Paste the API key.");
+  apiKey = typed;
+  sessionStorage.setItem(KEY_STORAGE, typed);
+  ui.keyInput.value = "";
+  ui.keyCard.hidden = true;
+  showMessage(ui.keyError, null);
+  startLive();
+}
+
 /** fetch + JSON. A refusal throws an Error carrying the API's {error, detail} as code and message. */
 async function api(path, { method = "GET", body } = {}) {
   let response;
   try {
     const headers = body ? { "content-type": "application/json" } : {};
+    if (apiKey) headers.authorization = `Bearer ${apiKey}`;
     response = await fetch(path, { method, headers, body: body && JSON.stringify(body) });
   } catch (error) {
     throw Object.assign(new Error(`the service could not be reached (${error.message})`), { code: "network_error" });
   }
   const data = await response.json().catch(() => null);
   if (response.ok) return data;
+  if (response.status === 401) askForKey(`The service refused the API key: ${data?.detail ?? "401"}`);
   throw Object.assign(new Error(data?.detail ?? `HTTP ${response.status}`), { code: data?.error ?? `http_${response.status}` });
 }
 
@@ -265,9 +304,12 @@ async function command(id, action, button, errorNode) {
 // --- live events --------------------------------------------------------------------------------
 
 function connectEvents() {
-  const events = new CallEvents();
+  const events = (state.eventsSocket = new CallEvents({ token: tokens }));
   events.addEventListener("status", ({ detail }) => {
     showConnection(ui.statusEvents, detail);
+    if (detail.status === "closed" && (detail.code === 0 || detail.code === 4401)) {
+      askForKey(`The service refused the API key: ${detail.reason}`);
+    }
     if (detail.status === "reconnecting" && !listGeneration) loadCalls(); // useful without the socket too
   });
   // Load the list once the socket is open: whatever is stored after its welcome arrives live,
@@ -401,7 +443,7 @@ function startListening() {
   // switching calls does not pile up AudioContexts (CallAudio.close() leaves a given one open).
   audioContext ??= new AudioContext({ latencyHint: "interactive" });
   audioContext.resume().catch(() => {});
-  const audio = (state.audio = new CallAudio({ callControlId: selection.id, audioContext }));
+  const audio = (state.audio = new CallAudio({ callControlId: selection.id, audioContext, token: tokens }));
   listening = true;
   talkNote = "";
   const mine = (handler) => ({ detail }) => state.audio === audio && handler(detail, audio);
@@ -658,6 +700,7 @@ function findElements() {
 }
 
 function wire() {
+  ui.keyForm.addEventListener("submit", saveKey);
   ui.dialForm.addEventListener("submit", dial);
   ui.dialTo.addEventListener("input", describeTarget);
   ui.scenarioSelect.addEventListener("change", () => {
@@ -680,4 +723,11 @@ readColors();
 renderCount();
 renderTalk();
 loadInfo();
-connectEvents();
+startLive();
+
+/** The live part needs a key: without one, ask for it first. */
+function startLive() {
+  if (!apiKey) return askForKey(null);
+  if (!state.eventsSocket) connectEvents();
+  else if (state.eventsSocket.status === "closed") state.eventsSocket.open();
+}
