@@ -53,14 +53,16 @@ def rest(target: ServiceProcess | Cluster) -> httpx.Client:
     return httpx.Client(base_url=target.url, headers=some.api_headers, timeout=15)
 
 
-async def streaming_call(cluster: Cluster) -> tuple[str, ServiceProcess, ServiceProcess, str]:
-    """A call dialled through nginx whose media stream has started: (call id, the instance
-    holding the stream, the other one, the stream's id)."""
+async def streaming_call(
+    cluster: Cluster, **dial: str
+) -> tuple[str, ServiceProcess, ServiceProcess, str]:
+    """A call dialled through nginx (`dial`: more of the request) whose media stream has
+    started: (call id, the instance holding the stream, the other one, the stream's id)."""
     token = cluster.instances[0].ws_token
     async with await EventsClient.open(cluster.ws_url, token=token) as events:
         await events.next()  # welcome: events from here on reach this client
         with rest(cluster) as api:
-            response = api.post("/api/calls", json={"to": LONG_CALL})
+            response = api.post("/api/calls", json={"to": LONG_CALL, **dial})
         assert response.status_code == 201, response.text
         call_id = response.json()["data"]["call_control_id"]
         started = await events.until(
@@ -88,10 +90,13 @@ def same_event(message: dict[str, Any]) -> tuple[Any, ...]:
 async def test_sigterm_hands_the_stream_to_the_other_instance_and_listeners_keep_hearing(
     cluster: Cluster,
 ) -> None:
-    call_id, holder, other, old_stream = await streaming_call(cluster)
+    # PCMA, not the scenario's own PCMU: the new stream must be asked for in the same codec.
+    call_id, holder, other, old_stream = await streaming_call(cluster, codec="PCMA")
     token = other.ws_token
     listener = await Listener.open(other, f"?call_control_id={call_id}", token=token)
-    assert (await stream_format(listener))["stream_id"] == old_stream
+    old_format = await stream_format(listener)
+    assert old_format["stream_id"] == old_stream
+    assert old_format["codec"]["encoding"] == "PCMA"
     await listener.frames_until(5)
     events = await EventsClient.open(other.ws_url, f"?call_control_id={call_id}", token=token)
     welcome = await events.next()
@@ -99,6 +104,8 @@ async def test_sigterm_hands_the_stream_to_the_other_instance_and_listeners_keep
     assert holder.process is not None
     holder.process.send_signal(signal.SIGTERM)
     new_format = await stream_format(listener, not_stream=old_stream)
+    assert new_format["codec"] == old_format["codec"]
+    assert new_format["talk"] == old_format["talk"]
     assert holder.stop() == 0
     handed = [e for e in holder.logs if e.get("event") == "Media stream handed over"]
     assert [(e["call_control_id"], e["stream_id"]) for e in handed] == [(call_id, old_stream)]

@@ -56,7 +56,9 @@ def test_a_restart_after_kill_9_ends_lost_streams_and_calls_the_carrier_ended(
     try:
         with httpx.Client(base_url=service.url, headers=service.api_headers, timeout=15) as api:
             calls = [
-                api.post("/api/calls", json={"to": LONG_CALL}).json()["data"]["call_control_id"]
+                api.post("/api/calls", json={"to": LONG_CALL, "codec": "PCMA"}).json()["data"][
+                    "call_control_id"
+                ]
                 for _ in range(2)
             ]
         kept, hung_up = calls
@@ -77,8 +79,10 @@ def test_a_restart_after_kill_9_ends_lost_streams_and_calls_the_carrier_ended(
 
         service.start()
         service.wait_for_log(lambda e: e.get("event") == "Calls checked with the carrier")
-        new_stream = service.wait_for_log(started(kept))["stream_id"]
+        resumed_start = service.wait_for_log(started(kept))
+        new_stream = resumed_start["stream_id"]
         assert new_stream != first_streams[kept]
+        assert resumed_start["encoding"] == "PCMA"  # asked for as it was, not the call's PCMU
 
         for call_id in calls:
             lost = [e for e in events_of(service, call_id) if e["type"] == "media.stopped"]

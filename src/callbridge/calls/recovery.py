@@ -16,8 +16,9 @@ each stream (`stream_instance`), so:
 A stream lost with its instance stays attributed to the instance that found it lost (or to its
 own, when it stopped with nobody to hand over to). That instance asks the carrier whether the
 call is still up: if not, the call is ended; if so, and `CALLBRIDGE_RESUME_LOST_STREAMS` is on,
-it asks for streaming again (`streaming_start` with a fresh token, to the public stream_url, so
-the new socket lands wherever the proxy sends it). Either way the stream is then nobody's to
+it asks for streaming again (`streaming_start` with a fresh token, to the public stream_url, in
+the codec and with the talk-back of the stream that was lost, so the new socket lands wherever
+the proxy sends it and listeners keep their format). Either way the stream is then nobody's to
 resume, and the new one names its own instance when it starts.
 """
 
@@ -204,7 +205,7 @@ class Recovery:
         """`resumed`; `ended` when the call ended meanwhile; `unknown` when the carrier failed
         (the stream stays ours, and the next round asks again)."""
         try:
-            await self.calls.start_streaming(call_id)
+            await self.calls.start_streaming(call_id, as_before=True)
         except (CallEnded, CallNotFound, CallAlreadyEnded):
             return "ended"
         except CarrierError as exc:

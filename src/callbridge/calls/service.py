@@ -220,11 +220,20 @@ class CallService:
             log.info("Hangup of a call Telnyx says has ended", call_control_id=call_control_id)
         return await self.require(call_control_id)
 
-    async def start_streaming(self, call_control_id: str) -> Call:
+    async def start_streaming(self, call_control_id: str, *, as_before: bool = False) -> Call:
+        """Ask the carrier to stream the call (again) to us. `as_before`: in the codec, and with
+        the talk-back, of the stream that ran (a handover, a stream lost with its instance), so
+        that listeners keep the format they had."""
         call = await self.require(call_control_id)
         if call.state is CallState.ENDED:
             raise CallEnded(call_control_id)
-        stream, token_hash = self._new_stream()
+        if as_before:
+            bidirectional = call.talk_codec is not None
+            stream, token_hash = self._new_stream(
+                bidirectional=bidirectional, codec=call.stream_encoding
+            )
+        else:
+            stream, token_hash = self._new_stream()
         async with self._stream_token(call, stream, token_hash):
             await self.carrier.start_streaming(
                 call_control_id, stream=stream, command_id=str(uuid.uuid4())

@@ -2,14 +2,15 @@
 
 Telnyx never reconnects a media stream: the socket this instance holds dies with it. So before
 it goes, the instance asks Telnyx to stream each call it holds again (`streaming_start`, to the
-public stream_url, with a fresh stream token, as `POST …/streaming/start` does). The listening
-socket is closed already, so the proxy sends the new media socket to another instance. That
-instance stores `media.started` and announces the new stream on the call's audio channel (the
-`format` notice its listeners follow); once the notice reaches this instance through the hub,
-everyone subscribed to the call has it too, and only then is the old socket closed (1001, its
-end stored as `media.stopped`, `stopped`, "handed over"). Listeners on any instance switch to
-the new stream with that `format` and are never sent `end`; /call-events sees `media.started`
-of the new stream, then `media.stopped` of the old one, which changes nothing.
+public stream_url, with a fresh stream token, in the codec and with the talk-back of the stream
+that runs, so listeners keep their format). The listening socket is closed already, so the
+proxy sends the new media socket to another instance. That instance stores `media.started`
+and announces the new stream on the call's audio channel (the `format` notice its listeners
+follow); once the notice reaches this instance through the hub, everyone subscribed to the call
+has it too, and only then is the old socket closed (1001, its end stored as `media.stopped`,
+`stopped`, "handed over"). Listeners on any instance switch to the new stream with that
+`format` and are never sent `end`; /call-events sees `media.started` of the new stream, then
+`media.stopped` of the old one, which changes nothing.
 
 Telnyx runs one stream per call, so it may end the old stream itself (`stop`) when the new one
 starts, or even before: either way the old socket's end, once a handover has begun, does not
@@ -73,7 +74,7 @@ async def _hand_over(stream: CarrierStream, runtime: Runtime, deadline: float) -
         await hub.subscribed(call_id)  # the new stream's notice, from any instance, reaches us
         stream.departing(Departure(StreamState.STOPPED, "handed over", notify=False))
         try:
-            await runtime.calls.start_streaming(call_id)
+            await runtime.calls.start_streaming(call_id, as_before=True)
         except (CallEnded, CallNotFound, CallAlreadyEnded):
             await stream.leave(Departure(StreamState.STOPPED, "call ended"), "call ended")
             return False
