@@ -67,5 +67,16 @@ class StoredEvent:
             "payload": self.payload,
         }
 
+    # Serialised once, however many subscribers it goes to (fan-out to 1,000 browsers).
+    _text: str | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
+
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_message())
+
+    def to_text(self) -> str:
+        """The event as the JSON text every /call-events subscriber is sent."""
+        text = self._text
+        if text is None:
+            text = self.to_json().decode()
+            object.__setattr__(self, "_text", text)
+        return text

@@ -63,7 +63,7 @@ class _EventStream:
 
     async def _send(self, event: StoredEvent, via: str) -> None:
         if self.call_ids is None or event.call_control_id in self.call_ids:
-            await self.websocket.send_text(event.to_json().decode())
+            await self.websocket.send_text(event.to_text())
             EVENTS_DELIVERED.labels(via).inc()
 
     async def catch_up(self, up_to: int | None, via: str) -> int:
@@ -215,7 +215,6 @@ async def call_events_endpoint(websocket: WebSocket) -> None:
         await until_either_ends(
             _receive_until_closed(websocket, admission, stream, settings.events_max_message_bytes),
             stream.live(subscription),
-            admission.expire(),
         )
     except WebSocketDisconnect:
         pass

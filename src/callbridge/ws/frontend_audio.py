@@ -119,7 +119,7 @@ class FrontendListener:
             await self.websocket.send_text(_end("call_ended", hangup_cause=call.hangup_cause))
             await self._close(CloseCode.NORMAL, "call ended")
             return
-        await until_either_ends(self._receive(), self._send(queue, stats), self.admission.expire())
+        await until_either_ends(self._receive(), self._send(queue, stats))
 
     async def _send(self, queue: LiveQueue[AudioItem], stats: MediaStats) -> None:
         """Queue → socket; returns after the `end` message and close."""

@@ -49,11 +49,16 @@ class Admission:
     surface: str
     grant: Grant
     _releases: list[Callable[[], None]]
+    _timer: asyncio.TimerHandle | None = None
+    _closing: asyncio.Task[None] | None = None
 
     def release(self) -> None:
         for release in self._releases:
             release()
         self._releases.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def refresh(self, message: dict[str, Any], still_allowed: Callable[[Grant], None]) -> Grant:
         """A new token on an open socket: it must verify and cover what the socket uses."""
@@ -83,13 +88,22 @@ class Admission:
             orjson.dumps({"type": "token.accepted", "expires_at": int(grant.expires_at)}).decode()
         )
 
-    async def expire(self) -> None:
-        """Close the socket with 4401 when its token runs out (unless refreshed in time)."""
-        # A deadline, not polling: it only loops again if a refresh moved the expiry.
-        while (remaining := self.grant.remaining()) > 0:  # noqa: ASYNC110
-            await asyncio.sleep(remaining)
+    def watch_expiry(self) -> None:
+        """Close the socket with 4401 when its token runs out, unless refreshed in time.
+
+        A timer on the loop, not a task per socket: ten thousand idle browsers cost ten
+        thousand timer handles, not ten thousand coroutine stacks."""
+        loop = asyncio.get_running_loop()
+        remaining = self.grant.remaining()
+        if remaining > 0:
+            self._timer = loop.call_later(remaining, self.watch_expiry)
+            return
+        self._timer = None
         REFUSALS.labels(self.surface, "token_expired").inc()
         log.info("Token expired on an open socket", path=self.surface)
+        self._closing = loop.create_task(self._close_expired())
+
+    async def _close_expired(self) -> None:
         with contextlib.suppress(Exception):
             await self.websocket.close(
                 CloseCode.UNAUTHORIZED, "token expired; reconnect with a fresh token"
@@ -168,4 +182,6 @@ async def admit(
         await websocket.close(refusal.code, close_reason(refusal.reason))
         return None
     await websocket.accept(subprotocol=protocol)
-    return Admission(websocket, surface, grant, releases)
+    admission = Admission(websocket, surface, grant, releases)
+    admission.watch_expiry()
+    return admission
