@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
+import contextlib
 import dataclasses
 import random
 import secrets
@@ -42,6 +44,10 @@ log = get_logger(__name__)
 WEBHOOK_TIMEOUT = 2.0  # Telnyx's answer budget
 WEBHOOK_RETRIES = 5
 RETRYABLE = frozenset({408, 429}) | frozenset(range(500, 600))
+# What /_sim/ keeps for tests to inspect: the newest, so a simulator that runs for hours (the
+# demo, a soak) holds a bounded amount, not every call it ever played.
+ENDED_CALLS_KEPT = 100
+LOG_KEPT = 2000  # /_sim/requests and /_sim/deliveries entries, and remembered command_ids
 
 
 def _now_iso() -> str:
@@ -73,6 +79,7 @@ class SimCall:
     streams: list[SimulatedStream] = dataclasses.field(default_factory=list)  # all, for /_sim/
     outbox: asyncio.Queue[dict[str, Any]] = dataclasses.field(default_factory=asyncio.Queue)
     tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
+    ended: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)  # the script's pauses
 
 
 @dataclasses.dataclass
@@ -104,9 +111,10 @@ class Simulator:
         self.connection_id = connection_id
         self.calls: dict[str, SimCall] = {}
         self.commands: dict[tuple[str, str], tuple[int, bytes]] = {}
+        self._ended_calls: collections.deque[str] = collections.deque()
         self.faults: list[Fault] = []
-        self.requests: list[dict[str, Any]] = []
-        self.deliveries: list[dict[str, Any]] = []
+        self.requests: collections.deque[dict[str, Any]] = collections.deque(maxlen=LOG_KEPT)
+        self.deliveries: collections.deque[dict[str, Any]] = collections.deque(maxlen=LOG_KEPT)
         self._http = httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT)
         self.app = self._build_app()
 
@@ -120,6 +128,18 @@ class Simulator:
 
     async def _sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds * self.pace)
+
+    async def _pause(self, call: SimCall, seconds: float) -> None:
+        """A pause in the call's script, cut short when the call ends: a call hung up early
+        leaves no script sleeping out the rest of its scenario."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(call.ended.wait(), seconds * self.pace)
+
+    def _retire(self, call: SimCall) -> None:
+        """The call's last webhook is out; /_sim/ keeps only the newest ended calls."""
+        self._ended_calls.append(call.call_control_id)
+        while len(self._ended_calls) > ENDED_CALLS_KEPT:
+            self.calls.pop(self._ended_calls.popleft(), None)
 
     def _spawn(self, call: SimCall, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -153,7 +173,7 @@ class Simulator:
 
     async def _deliver_loop(self, call: SimCall) -> None:
         held: list[dict[str, Any]] = []
-        while True:
+        while True:  # until `call.hangup` is out: Telnyx sends nothing after it
             data = await call.outbox.get()
             if call.scenario.shuffle_webhooks:
                 # Hold events back and release them in pairs, swapped: out of order, like Telnyx.
@@ -171,6 +191,9 @@ class Simulator:
                     )
                 else:
                     await self.deliver(call.webhook_url, item)
+            if any(item["event_type"] == "call.hangup" for item in batch):
+                self._retire(call)
+                return
 
     async def deliver(self, url: str, data: dict[str, Any]) -> None:
         """POST one signed webhook, retrying as Telnyx does."""
@@ -211,7 +234,7 @@ class Simulator:
     async def _outbound_script(self, call: SimCall) -> None:
         scenario = call.scenario
         self.emit(call, "call.initiated", state="bridging")
-        await self._sleep(scenario.ring_seconds)
+        await self._pause(call, scenario.ring_seconds)
         if not call.alive:
             return
         if not scenario.answer:
@@ -225,12 +248,12 @@ class Simulator:
     async def _talk(self, call: SimCall) -> None:
         scenario = call.scenario
         for digit in scenario.dtmf:
-            await self._sleep(0.5)
+            await self._pause(call, 0.5)
             if call.alive:
                 self.emit(call, "call.dtmf.received", digit=digit)
                 if call.media is not None:
                     call.media.dtmf.put_nowait(digit)
-        await self._sleep(scenario.talk_seconds)
+        await self._pause(call, scenario.talk_seconds)
         if call.alive:
             self._end(call, scenario.hangup_cause, scenario.hangup_source)
 
@@ -334,6 +357,7 @@ class Simulator:
         if not call.alive:
             return
         call.alive = False
+        call.ended.set()
         self._stop_stream(call)
         self.emit(
             call,
@@ -418,6 +442,8 @@ class Simulator:
                 chunks = [chunk async for chunk in response.body_iterator]  # type: ignore[attr-defined]
                 content = b"".join(chunks)
                 self.commands[key] = (response.status_code, content)
+                while len(self.commands) > LOG_KEPT:
+                    del self.commands[next(iter(self.commands))]  # the oldest
                 return Response(content, response.status_code, media_type="application/json")
             return response
 
@@ -545,11 +571,11 @@ class Simulator:
 
         @app.get("/_sim/requests")
         async def requests_log() -> list[dict[str, Any]]:
-            return self.requests
+            return list(self.requests)
 
         @app.get("/_sim/deliveries")
         async def deliveries_log() -> list[dict[str, Any]]:
-            return self.deliveries
+            return list(self.deliveries)
 
         @app.post("/_sim/inbound")
         async def inbound(request: Request) -> dict[str, str]:
