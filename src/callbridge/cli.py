@@ -66,6 +66,9 @@ def _uvicorn_config(asgi: Any, settings: Settings, ping: bool = True) -> uvicorn
         ws_ping_interval=(settings.ws_ping_interval or None) if ping else None,
         ws_ping_timeout=settings.ws_ping_timeout,
         ws_max_size=WS_MAX_SIZE,
+        # No permessage-deflate: G.711/L16 audio does not compress, and each compressed
+        # socket holds zlib state (tens of KB) and spends CPU on every frame.
+        ws_per_message_deflate=False,
         log_config=None,
         access_log=False,
         proxy_headers=True,
