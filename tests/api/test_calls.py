@@ -239,3 +239,12 @@ def test_every_refusal_has_the_same_shape(api: httpx.Client) -> None:
         assert set(body) == {"error", "detail"}, body
         assert body["detail"]
     assert "to" in api.post("/api/calls", json={"to": "nope"}).json()["detail"]
+
+
+def test_dial_refuses_numbers_no_database_can_store(api: httpx.Client) -> None:
+    """Found by the fuzz suite on PostgreSQL: a SIP URI with a NUL or over 256 characters was
+    dialled, then failed the insert (a 500, and a call the service did not know it had)."""
+    for to in ("sip:a\x00b@sim", "sip:" + "a" * 300 + "@sim", "sip:a@sim\x7f"):
+        response = api.post("/api/calls", json={"to": to})
+        assert response.status_code == 422, (to, response.text)
+        assert response.json()["error"] == "invalid_request"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import json
 import time
 
 import jwt
@@ -132,3 +135,29 @@ def test_the_dial_rate_refills_over_time() -> None:
     assert wait == pytest.approx(1.0)
     assert limiter.take("k", now=1.0) == 0.0
     assert limiter.take("other", now=0.0) == 0.0
+
+
+@pytest.mark.parametrize("exp", [1e300, 10**400, 2**64, float(2**63)])
+def test_an_expiry_no_clock_can_hold_is_refused_not_a_crash(exp: float) -> None:
+    """Found by the fuzz suite, with tokens signed with the right secret: exp=10**400 was an
+    OverflowError (500, failed handshake) and exp=1e300 a welcome that could not be encoded
+    (1011)."""
+    issuer = TokenIssuer(SECRET, max_ttl=600)
+    now = int(time.time())
+    claims = {
+        "iss": "callbridge",
+        "aud": "callbridge-browser",
+        "sub": "x",
+        "iat": now,
+        "exp": exp,
+        "jti": "j",
+        "calls": "*",
+        "rights": ["events"],
+    }
+    header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
+    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=")
+    signing_input = header + b"." + payload
+    signature = hmac.new(SECRET.encode(), signing_input, hashlib.sha256).digest()
+    token = (signing_input + b"." + base64.urlsafe_b64encode(signature).rstrip(b"=")).decode()
+    with pytest.raises(TokenError, match="exp"):
+        issuer.verify(token)

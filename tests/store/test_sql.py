@@ -74,3 +74,20 @@ async def test_reopening_keeps_epoch_and_seq(url: str) -> None:
         assert call.created_at.tzinfo is not None
     finally:
         await reopened.close()
+
+
+@pytest.mark.parametrize("odd", ["v3:\x00", "a\x00", "v3:" + "x" * 300])
+async def test_ids_no_call_can_have_find_nothing(url: str, odd: str) -> None:
+    """Found by the fuzz suite on PostgreSQL: a NUL in a URL's call id failed the query (500 on
+    REST, 1011 on the browser sockets). An id no call can have names no call."""
+    store = await open_store(url)
+    try:
+        await store.apply("e1", "v3:a", lambda _c: decide("v3:a", 2))
+        assert await store.get_call(odd) is None
+        assert await store.call_events(odd) == []
+        assert await store.events_after(0, call_ids=[odd]) == []
+        assert [e.seq for e in await store.events_after(0, call_ids=[odd, "v3:a"])] == [1, 2]
+        calls, total = await store.list_calls(states=None, limit=10, offset=0, call_ids=[odd])
+        assert (calls, total) == ([], 0)
+    finally:
+        await store.close()

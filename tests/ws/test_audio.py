@@ -319,6 +319,50 @@ async def test_streams_without_a_valid_token_for_a_known_call_are_refused(
     assert call["media"]["stream_id"] is None  # nothing was recorded for a refused stream
 
 
+async def test_frames_that_once_crashed_the_handshake_are_dropped(
+    service: ServiceProcess, api: httpx.Client, sim: httpx.Client
+) -> None:
+    """Found by the fuzz suite: before `start`, a media frame with a list as its track or "²" as
+    its sequence number raised out of the parser, and the socket dropped without a close frame
+    (1006). They are malformed frames like any other: dropped, and the stream starts."""
+    call_id, token = dial(api, sim)
+    stream = await open_stream(service, call_id, token)
+    await stream.send({"event": "media", "media": {"track": ["inbound"], "payload": "AA=="}})
+    await stream.send({"event": "media", "sequence_number": "²", "media": {"payload": "AA=="}})
+    await stream.begin()
+    await stream.media(bytes(160))
+    await stream.stop()
+    await stream.connection.wait_closed()
+    assert (stream.connection.close_code, stream.connection.close_reason) == (
+        1000,
+        "stream stopped",
+    )
+
+
+async def test_a_sequence_number_past_64_bits_does_not_poison_the_event_log(
+    service: ServiceProcess, api: httpx.Client, sim: httpx.Client
+) -> None:
+    """Found by the fuzz suite: a 30-digit sequence number was held, then flushed as a gap of
+    10**29 into `media.stopped`, which no JSON encoder of ours could write: every /call-events
+    client closed with 1011, and every replay through that seq failed again."""
+    call_id, token = dial(api, sim)
+    async with await call_events(service, call_id) as events:
+        await events.next()  # welcome
+        stream = await open_stream(service, call_id, token)
+        await stream.begin()
+        huge = stream.media_message(bytes(160))
+        huge["sequence_number"] = "1" + "0" * 29
+        await stream.send(huge)
+        await stream.stop()
+        stopped = await events.until(lambda m: m.get("type") == "media.stopped")
+        assert stopped["payload"]["malformed"] == 1
+        assert stopped["payload"]["gaps"] == 0
+    async with await EventsClient.open(
+        service.ws_url, f"?since=0&call_control_id={call_id}"
+    ) as replay:
+        await replay.until(lambda m: m.get("type") == "replayed")
+
+
 async def test_a_codec_that_cannot_be_relayed_is_refused_with_a_reason(
     service: ServiceProcess, api: httpx.Client, sim: httpx.Client
 ) -> None:

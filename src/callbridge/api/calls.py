@@ -18,7 +18,8 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/api/calls", tags=["calls"])
 
-E164_OR_SIP = r"^(\+[1-9]\d{1,14}|sips?:[^@\s]+@[^\s]+)$"
+# A SIP URI of printable characters only (no NUL, which PostgreSQL cannot store).
+E164_OR_SIP = r"^(\+[1-9]\d{1,14}|sips?:[^@\s\x00-\x1f\x7f]+@[^\s\x00-\x1f\x7f]+)$"
 
 
 class DialBody(BaseModel):
@@ -26,7 +27,9 @@ class DialBody(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
-    to: str = Field(pattern=E164_OR_SIP, description="E.164 number or SIP URI to call.")
+    to: str = Field(
+        pattern=E164_OR_SIP, max_length=256, description="E.164 number or SIP URI to call."
+    )
     from_: str | None = Field(
         None, alias="from", pattern=r"^\+[1-9]\d{1,14}$", description="Caller id (+E.164)."
     )

@@ -22,6 +22,7 @@ AUDIENCE = "callbridge-browser"
 ALGORITHM = "HS256"
 ALL_CALLS = "*"
 MIN_SECRET_BYTES = 32
+MAX_EXPIRY = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second datetime can show
 
 
 class Right(enum.StrEnum):
@@ -144,6 +145,18 @@ def _grant(claims: dict[str, object]) -> Grant:
         subject=str(claims["sub"]),
         calls=None if calls == ALL_CALLS else frozenset(calls),
         rights=parsed_rights,
-        expires_at=float(claims["exp"]),  # type: ignore[arg-type]
+        expires_at=_expiry(claims["exp"]),
         token_id=str(claims["jti"]),
     )
+
+
+def _expiry(exp: object) -> float:
+    """`exp` as Unix seconds. PyJWT checked that it is an integer in the future; it may still
+    be one no clock, timer or JSON encoder can hold (1e300, 10**400): refused, not a crash."""
+    try:
+        seconds = float(exp)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        raise TokenError("token is invalid: bad exp claim") from None
+    if not seconds <= MAX_EXPIRY:
+        raise TokenError("token is invalid: exp is out of range")
+    return seconds

@@ -51,6 +51,13 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _storable(call_control_id: str) -> bool:
+    """Whether a call with this id could be stored: the column holds 256 characters, and
+    PostgreSQL text no NUL. Any other id names no call, and looking it up must say so rather
+    than fail (it arrives from URLs and query strings)."""
+    return len(call_control_id) <= 256 and "\x00" not in call_control_id
+
+
 def _call_from_row(row: RowMapping) -> Call:
     return Call(
         call_control_id=row["call_control_id"],
@@ -238,6 +245,8 @@ class SqlStore:
         return Applied(call=decision.call or existing, events=stored)
 
     async def get_call(self, call_control_id: str) -> Call | None:
+        if not _storable(call_control_id):
+            return None
         async with self.engine.connect() as conn:
             row = (
                 (
@@ -264,8 +273,9 @@ class SqlStore:
             query = query.where(calls.c.state.in_(list(states)))
             count = count.where(calls.c.state.in_(list(states)))
         if call_ids is not None:
-            query = query.where(calls.c.call_control_id.in_(list(call_ids)))
-            count = count.where(calls.c.call_control_id.in_(list(call_ids)))
+            wanted = [c for c in call_ids if _storable(c)]
+            query = query.where(calls.c.call_control_id.in_(wanted))
+            count = count.where(calls.c.call_control_id.in_(wanted))
         query = query.order_by(calls.c.created_at.desc(), calls.c.call_control_id)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query.limit(limit).offset(offset))).mappings().all()
@@ -273,6 +283,8 @@ class SqlStore:
         return [_call_from_row(row) for row in rows], int(total or 0)
 
     async def call_events(self, call_control_id: str) -> list[StoredEvent]:
+        if not _storable(call_control_id):
+            return []
         query = (
             sa.select(events)
             .where(events.c.call_control_id == call_control_id)
@@ -294,7 +306,10 @@ class SqlStore:
         if up_to is not None:
             query = query.where(events.c.seq <= up_to)
         if call_ids:
-            query = query.where(events.c.call_control_id.in_(list(call_ids)))
+            wanted = [c for c in call_ids if _storable(c)]
+            if not wanted:  # only ids no call can have: nothing, rather than everything
+                return []
+            query = query.where(events.c.call_control_id.in_(wanted))
         query = query.order_by(events.c.seq).limit(limit)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()

@@ -187,6 +187,10 @@ class CarrierStream:
             return
         except WebSocketDisconnect:
             return
+        except Exception:  # without a close frame the carrier would see 1006 and no reason
+            log.exception("Media stream handshake failed")
+            await self._close(CloseCode.INTERNAL_ERROR, "internal error")
+            return
         if started is None:
             return
         start, call = started

@@ -122,3 +122,42 @@ def test_what_we_send_back_is_telnyx_shaped() -> None:
     }
     assert orjson.loads(clear_json()) == {"event": "clear"}
     assert orjson.loads(mark_json('a "b"')) == {"event": "mark", "mark": {"name": 'a "b"'}}
+
+
+def _frame(**fields: object) -> bytes:
+    message: dict[str, object] = {"event": "media", "media": {"payload": "AA=="}}
+    media = message["media"]
+    assert isinstance(media, dict)
+    for key, value in fields.items():
+        (message if key == "sequence_number" else media)[key] = value
+    return orjson.dumps(message)
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind"),
+    [
+        # str.isdigit() takes these; int() refuses the first and reads the second.
+        (_frame(sequence_number="²"), "bad_number"),
+        (_frame(chunk="١٢"), "bad_number"),
+        # Past 19 digits: gaps counted from it could not be encoded in the media.stopped event.
+        (_frame(sequence_number="1" + "0" * 19), "bad_number"),
+        (_frame(timestamp="9" * 5000), "bad_number"),
+        # Not a name at all: an unhashable track once crashed the handler (1006 before start).
+        (_frame(track=["inbound"]), "bad_track"),
+        (_frame(track={"a": 1}), "bad_track"),
+        (orjson.dumps({**START, "stream_id": "s" * 129}), "bad_field"),
+        (orjson.dumps({**START, "start": {**START["start"], "call_control_id": "v3:\x00"}}),
+         "bad_field"),
+    ],
+)  # fmt: skip
+def test_frames_the_fuzz_suite_found_are_malformed_not_crashes(raw: bytes, kind: str) -> None:
+    with pytest.raises(MalformedFrame) as caught:
+        parse_message(raw)
+    assert caught.value.kind == kind
+
+
+def test_the_largest_numbers_kept_fit_in_64_bits() -> None:
+    frame = parse_message(_frame(sequence_number="9" * 19, chunk=2**63))
+    assert isinstance(frame, MediaFrame)
+    assert frame.seq == 10**19 - 1 < 2**64
+    assert frame.chunk == 2**63

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
 from callbridge.carrier.telnyx.webhooks import (
@@ -72,3 +74,60 @@ def test_parse_maps_telnyx_fields_to_our_vocabulary() -> None:
 def test_parse_rejects_envelopes_that_are_not_telnyx() -> None:
     with pytest.raises(InvalidWebhook, match="data"):
         parse_webhook(b'{"event_type": "call.hangup"}')
+
+
+def test_a_timestamp_of_hundreds_of_digits_is_invalid_not_a_crash(signer: WebhookSigner) -> None:
+    """Found by the fuzz suite: `now - int("9" * 400)` overflowed a float, a 500."""
+    verifier = WebhookVerifier(signer.public_key_b64)
+    for stamp in ("9" * 400, "-" + "9" * 400):
+        headers = {**signer.headers(BODY, NOW), "telnyx-timestamp": stamp}
+        with pytest.raises(InvalidSignature, match="out of range"):
+            verifier.verify(BODY, headers, now=NOW)
+
+
+def _envelope(**data: object) -> bytes:
+    document = orjson.loads(BODY)
+    document["data"].update(data)
+    return orjson.dumps(document)
+
+
+def test_occurred_at_is_kept_in_utc_whatever_its_offset() -> None:
+    """Found by the fuzz suite: an offset was stored as if it were UTC (05:00+05:00 came back
+    as 05:00Z) while the live event said +05:00."""
+    event, _ = parse_webhook(_envelope(occurred_at="2026-01-01T05:00:00+05:00"))
+    assert event.occurred_at == datetime(2026, 1, 1, 0, 0, tzinfo=UTC)
+    assert event.occurred_at.utcoffset() == timedelta(0)
+    for edge in ("9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"):
+        with pytest.raises(InvalidWebhook, match="occurred_at"):
+            parse_webhook(_envelope(occurred_at=edge))
+
+
+def test_facts_that_are_not_text_are_dropped_or_written_out() -> None:
+    """Found by the fuzz suite: a hangup_source of [] reached a text column, a 500."""
+    document = orjson.loads(BODY)
+    document["data"]["payload"].update(
+        hangup_cause={"a": 1}, hangup_source=[], sip_hangup_cause=486, to="x" * 300, **{"from": 1}
+    )
+    event, _ = parse_webhook(orjson.dumps(document))
+    assert event.details == {"cause": None, "source": None, "sip_cause": "486"}
+    assert event.to_number is None  # longer than any number: as if not sent
+    assert event.from_number == "1"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("event_type", "x" * 65),
+        ("id", "i" * 257),
+        ("id", "a\x00b"),
+    ],
+)
+def test_identifiers_a_database_cannot_hold_are_malformed(field: str, value: str) -> None:
+    """Found by the fuzz suite on PostgreSQL: a NUL or an over-long id failed the insert, a 500
+    that Telnyx would retry forever."""
+    with pytest.raises(InvalidWebhook, match=field):
+        parse_webhook(_envelope(**{field: value}))
+    document = orjson.loads(BODY)
+    document["data"]["payload"]["call_control_id"] = "v3:\x00"
+    with pytest.raises(InvalidWebhook, match="call_control_id"):
+        parse_webhook(orjson.dumps(document))

@@ -102,13 +102,26 @@ class StreamError:
 StreamMessage = Connected | Start | MediaFrame | Stop | Dtmf | Mark | StreamError
 
 
+# Numbers stay below 10**19, so that they and the counters made from them (gaps) fit the
+# unsigned 64 bits JSON encoders and databases take; Telnyx's are far smaller.
+_MAX_DIGITS = 19
+# Ids and names longer than this come from no real Telnyx (a stream_id is a UUID).
+_MAX_TEXT = 256
+_MAX_STREAM_ID = 128
+
+
 def _int(value: Any, field: str) -> int:
-    """Telnyx sends numbers as decimal strings; accept real integers too, nothing else."""
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    """Telnyx sends numbers as decimal strings; accept real integers too, nothing else.
+
+    ASCII digits only: `str.isdigit` also takes "²" and "١", which `int` refuses or reads."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        if len(value) <= _MAX_DIGITS:
+            return int(value)
+    elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**_MAX_DIGITS:
         return value
-    raise MalformedFrame("bad_number", f"{field} must be a non-negative decimal string")
+    raise MalformedFrame(
+        "bad_number", f"{field} must be a non-negative decimal string of at most 19 digits"
+    )
 
 
 def _seq(message: dict[str, Any]) -> int | None:
@@ -123,16 +136,19 @@ def _object(message: dict[str, Any], field: str) -> dict[str, Any]:
     return value
 
 
-def _text(container: dict[str, Any], field: str) -> str:
+def _text(container: dict[str, Any], field: str, limit: int = _MAX_TEXT) -> str:
     value = container.get(field)
     if not isinstance(value, str) or not value:
         raise MalformedFrame("missing_field", f"{field} must be a non-empty string")
+    if len(value) > limit or "\x00" in value:
+        raise MalformedFrame("bad_field", f"{field} is longer than {limit} characters or has NUL")
     return value
 
 
 def _media(message: dict[str, Any]) -> MediaFrame:
     media = _object(message, "media")
-    track = _TRACKS.get(media.get("track", "inbound"))
+    name = media.get("track", "inbound")
+    track = _TRACKS.get(name) if isinstance(name, str) else None
     if track is None:
         raise MalformedFrame("bad_track", "media.track must be inbound or outbound")
     payload = media.get("payload")
@@ -168,7 +184,7 @@ def _start(message: dict[str, Any]) -> Start:
     custom = start.get("custom_parameters")
     return Start(
         seq=_seq(message),
-        stream_id=_text(message, "stream_id"),
+        stream_id=_text(message, "stream_id", _MAX_STREAM_ID),
         call_control_id=_text(start, "call_control_id"),
         call_session_id=start.get("call_session_id"),
         encoding=encoding,

@@ -62,9 +62,11 @@ class WebhookVerifier:
             raise InvalidSignature(f"missing {SIGNATURE_HEADER} or {TIMESTAMP_HEADER} header")
         try:
             sent_at = int(timestamp)
+            skew = float((time.time() if now is None else now) - sent_at)
         except ValueError:
             raise InvalidSignature(f"{TIMESTAMP_HEADER} is not an integer") from None
-        skew = (time.time() if now is None else now) - sent_at
+        except OverflowError:  # hundreds of digits: no float can hold the difference
+            raise InvalidSignature(f"{TIMESTAMP_HEADER} is out of range") from None
         if abs(skew) > self.tolerance:
             raise InvalidSignature(
                 f"timestamp is {abs(skew):.0f} s {'old' if skew > 0 else 'in the future'}; "
@@ -97,25 +99,60 @@ class _Envelope(BaseModel):
     meta: dict[str, Any] | None = None
 
 
+# Telnyx's ids and event types are a few dozen characters. Longer ones, or ones with a NUL
+# (which PostgreSQL cannot store in text), come from no real Telnyx: the webhook is refused.
+MAX_ID_CHARS = 256
+MAX_EVENT_TYPE_CHARS = 64
+# Facts longer than this are dropped, as if Telnyx had not sent them (causes: 64).
+MAX_FACT_CHARS = 256
+MAX_CAUSE_CHARS = 64
+MAX_CLIENT_STATE_CHARS = 16_384
+
+
 def _details(event_type: str, payload: Mapping[str, Any]) -> dict[str, Any]:
     """Type-specific facts, renamed into our vocabulary."""
     if event_type == "call.hangup":
         return {
-            "cause": payload.get("hangup_cause"),
-            "source": payload.get("hangup_source"),
-            "sip_cause": payload.get("sip_hangup_cause"),
+            "cause": _fact(payload.get("hangup_cause"), MAX_CAUSE_CHARS),
+            "source": _fact(payload.get("hangup_source"), MAX_CAUSE_CHARS),
+            "sip_cause": _fact(payload.get("sip_hangup_cause"), MAX_CAUSE_CHARS),
         }
     if event_type == "call.dtmf.received":
-        return {"digit": payload.get("digit")}
+        return {"digit": _fact(payload.get("digit"))}
     if event_type == "streaming.failed":
-        return {"reason": payload.get("failure_reason"), "stream_id": payload.get("stream_id")}
+        return {
+            "reason": _fact(payload.get("failure_reason")),
+            "stream_id": _fact(payload.get("stream_id")),
+        }
     if event_type == "call.initiated":
-        return {"carrier_state": payload.get("state")}
+        return {"carrier_state": _fact(payload.get("state"))}
     return {}
 
 
-def _optional_str(value: Any) -> str | None:
-    return None if value is None else str(value)
+def _fact(value: Any, limit: int = MAX_FACT_CHARS) -> str | None:
+    """A fact as text, or None when Telnyx sent none or nothing usable: an object, a list, a
+    text with a NUL or longer than `limit`. Facts are stored in text columns and sent to
+    browsers as strings, so a number becomes its decimal text."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None
+    text = str(value)
+    return None if "\x00" in text or len(text) > limit else text
+
+
+def _identifier(value: str, where: str, limit: int) -> str:
+    if "\x00" in value or len(value) > limit:
+        raise InvalidWebhook(f"{where} is longer than {limit} characters or contains NUL")
+    return value
+
+
+def _utc(moment: datetime) -> datetime:
+    """`occurred_at` in UTC, whatever offset Telnyx wrote it with (none means UTC)."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-05:00 is in the year 10000
+        raise InvalidWebhook("data.occurred_at is out of range in UTC") from None
 
 
 def parse_webhook(body: bytes) -> tuple[CarrierEvent, int]:
@@ -135,21 +172,18 @@ def parse_webhook(body: bytes) -> tuple[CarrierEvent, int]:
     call_control_id = payload.get("call_control_id")
     if not isinstance(call_control_id, str) or not call_control_id:
         raise InvalidWebhook("data.payload.call_control_id is missing")
-    occurred_at = data.occurred_at
-    if occurred_at.tzinfo is None:
-        occurred_at = occurred_at.replace(tzinfo=UTC)
     attempt = (envelope.meta or {}).get("attempt", 1)
     event = CarrierEvent(
-        event_id=data.id,
-        type=data.event_type,
-        occurred_at=occurred_at,
-        call_control_id=call_control_id,
-        call_leg_id=_optional_str(payload.get("call_leg_id")),
-        call_session_id=_optional_str(payload.get("call_session_id")),
-        direction=_optional_str(payload.get("direction")),
-        from_number=_optional_str(payload.get("from")),
-        to_number=_optional_str(payload.get("to")),
-        client_state=_optional_str(payload.get("client_state")),
+        event_id=_identifier(data.id, "data.id", MAX_ID_CHARS),
+        type=_identifier(data.event_type, "data.event_type", MAX_EVENT_TYPE_CHARS),
+        occurred_at=_utc(data.occurred_at),
+        call_control_id=_identifier(call_control_id, "data.payload.call_control_id", MAX_ID_CHARS),
+        call_leg_id=_fact(payload.get("call_leg_id")),
+        call_session_id=_fact(payload.get("call_session_id")),
+        direction=_fact(payload.get("direction")),
+        from_number=_fact(payload.get("from")),
+        to_number=_fact(payload.get("to")),
+        client_state=_fact(payload.get("client_state"), MAX_CLIENT_STATE_CHARS),
         details=_details(data.event_type, payload),
     )
     return event, attempt if isinstance(attempt, int) else 1
