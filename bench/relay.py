@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -52,14 +52,37 @@ def _command(server: str, port: int) -> list[str]:
 
 
 @contextmanager
-def _server(server: str, core: int, tmp: Path, auth: BenchAuth) -> Iterator[tuple[int, int, str]]:
+def _simulator(core: int) -> Iterator[dict[str, str]]:
+    """Telnyx played by the standalone simulator, pinned with the load: in production Telnyx
+    is not in callbridge's process, so its work must not count as callbridge's CPU."""
+    from bench.scale import SEED, TELNYX_KEY, _process
+
+    from callbridge.sim import WebhookSigner
+
+    sim_port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CALLBRIDGE_", "TELNYX_"))}
+    command = ["taskset", "-c", str(core), sys.executable, "-m", "callbridge", "simulate", "serve"]
+    command += ["--port", str(sim_port), "--telnyx-api-key", TELNYX_KEY, "--seed", SEED]
+    with _process(command, {**env, "PYTHONPATH": str(ROOT)}, marker="simulator ready"):
+        yield {
+            "TELNYX_API_KEY": TELNYX_KEY,
+            "TELNYX_BASE_URL": f"http://127.0.0.1:{sim_port}/v2",
+            "TELNYX_PUBLIC_KEY": WebhookSigner.from_seed_b64(SEED).public_key_b64,
+            "TELNYX_CONNECTION_ID": "bench",
+        }
+
+
+@contextmanager
+def _server(
+    server: str, core: int, tmp: Path, auth: BenchAuth, telnyx: dict[str, str]
+) -> Iterator[tuple[int, int, str]]:
     """Start one server pinned to `core`; yield (pid, port, simulator URL or "")."""
-    port, sim_port = _free_port(), _free_port()
+    port = _free_port()
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith(("CALLBRIDGE_", "TELNYX_"))},
         **(auth.env() if server == "callbridge" else {}),
+        **(telnyx if server == "callbridge" else {}),
         "CALLBRIDGE_PORT": str(port),
-        "CALLBRIDGE_SIM_PORT": str(sim_port),
         "CALLBRIDGE_DATABASE_URL": f"sqlite:///{tmp}/bench-{port}.db",
         "CALLBRIDGE_LOG_FORMAT": "json",
         "PYTHONPATH": str(ROOT),
@@ -79,7 +102,7 @@ def _server(server: str, core: int, tmp: Path, auth: BenchAuth) -> Iterator[tupl
     for pipe in (process.stdout, process.stderr):  # keep draining, or a full pipe blocks it
         threading.Thread(target=_drain, args=(pipe,), daemon=True).start()
     try:
-        sim = f"http://127.0.0.1:{sim_port}" if server == "callbridge" else ""
+        sim = telnyx["TELNYX_BASE_URL"].removesuffix("/v2") if server == "callbridge" else ""
         yield process.pid, port, sim
     finally:
         process.terminate()
@@ -115,7 +138,10 @@ def run_once(
     server: str, streams: int, listeners: int, args: argparse.Namespace, tmp: Path
 ) -> LoadResult:
     auth = BenchAuth()
-    with _server(server, args.server_core, tmp, auth) as (pid, port, sim):
+    with (
+        _simulator(args.load_core) if server == "callbridge" else nullcontext({}) as telnyx,
+        _server(server, args.server_core, tmp, auth, telnyx) as (pid, port, sim),
+    ):
         targets = _targets(server, port, sim, streams, listeners, auth)
         try:
             return run_load(
