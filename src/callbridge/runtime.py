@@ -6,6 +6,7 @@ import dataclasses
 
 from starlette.requests import HTTPConnection
 
+from callbridge.auth.policy import Security
 from callbridge.calls.service import CallService
 from callbridge.carrier.telnyx.webhooks import WebhookVerifier
 from callbridge.config import Settings
@@ -13,7 +14,7 @@ from callbridge.hub.base import Hub
 from callbridge.store.base import Store
 from callbridge.ws.connections import Connections
 
-__all__ = ["Runtime", "runtime_of"]
+__all__ = ["Runtime", "runtime_of", "security_of"]
 
 
 @dataclasses.dataclass(slots=True)
@@ -31,3 +32,9 @@ class Runtime:
 def runtime_of(connection: HTTPConnection) -> Runtime:
     runtime: Runtime = connection.app.state.runtime
     return runtime
+
+
+def security_of(connection: HTTPConnection) -> Security:
+    """The service's security policy (keys, tokens, origins, limits), for routes and sockets."""
+    security: Security = connection.app.state.security
+    return security

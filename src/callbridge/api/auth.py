@@ -14,10 +14,10 @@ from fastapi import APIRouter, Body, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from callbridge.auth.keys import PREFIX
-from callbridge.auth.policy import Security
 from callbridge.auth.tokens import Grant, Right, TokenError
 from callbridge.logs import get_logger
 from callbridge.metrics import REFUSALS
+from callbridge.runtime import security_of
 
 __all__ = [
     "AuthError",
@@ -26,7 +26,6 @@ __all__ = [
     "RateLimited",
     "Reader",
     "router",
-    "security_of",
 ]
 
 log = get_logger(__name__)
@@ -59,11 +58,6 @@ class Caller:
 
     def covers(self, call_control_id: str) -> bool:
         return self.grant is None or self.grant.covers(call_control_id)
-
-
-def security_of(request: Request) -> Security:
-    security: Security = request.app.state.security
-    return security
 
 
 def _refuse(request: Request, status: int, error: str, detail: str) -> AuthError:

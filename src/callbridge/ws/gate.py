@@ -20,10 +20,10 @@ from typing import Any
 import orjson
 from starlette.websockets import WebSocket
 
-from callbridge.auth.policy import Security
 from callbridge.auth.tokens import Grant, Right, TokenError
 from callbridge.logs import get_logger
 from callbridge.metrics import REFUSALS
+from callbridge.runtime import security_of
 from callbridge.ws.close_codes import CloseCode, close_reason
 
 __all__ = ["SUBPROTOCOL", "TOKEN_PROTOCOL_PREFIX", "Admission", "admit"]
@@ -65,7 +65,7 @@ class Admission:
         token = message.get("token")
         if not isinstance(token, str) or not token:
             raise TokenError("token message needs a token")
-        grant = _security(self.websocket).tokens.verify(token)
+        grant = security_of(self.websocket).tokens.verify(token)
         still_allowed(grant)
         self.grant = grant
         return grant
@@ -110,11 +110,6 @@ class Admission:
             )
 
 
-def _security(websocket: WebSocket) -> Security:
-    security: Security = websocket.app.state.security
-    return security
-
-
 def _token_and_protocol(websocket: WebSocket) -> tuple[str | None, str | None]:
     offered: list[str] = list(websocket.scope.get("subprotocols") or [])
     token = websocket.query_params.get("token")
@@ -137,7 +132,7 @@ async def admit(
     """Accept the socket and return its Admission, or close it with a reason and return None.
 
     `check` raises TokenError if the grant does not cover what this socket asks for."""
-    security = _security(websocket)
+    security = security_of(websocket)
     token, protocol = _token_and_protocol(websocket)
     releases: list[Callable[[], None]] = []
     try:
