@@ -23,7 +23,7 @@ from callbridge.edge.doctor_cli import doctor as doctor_command
 from callbridge.edge.nginx_cli import nginx_app
 from callbridge.logs import configure_logging, get_logger
 from callbridge.server import Server
-from callbridge.ws.protocol import WebSocketProtocol
+from callbridge.ws.picows_bridge import PicowsUpgrade
 
 __all__ = ["app", "configuration_markdown", "main"]
 
@@ -62,7 +62,7 @@ def _bind(host: str, port: int) -> socket.socket:
 def _uvicorn_config(asgi: Any, settings: Settings, ping: bool = True) -> uvicorn.Config:
     return uvicorn.Config(
         asgi,
-        ws=WebSocketProtocol,  # websockets-sansio, with refused handshakes answered
+        ws=PicowsUpgrade,  # every upgrade goes on to picows (ws/picows_bridge.py)
         http="httptools",
         ws_ping_interval=(settings.ws_ping_interval or None) if ping else None,
         ws_ping_timeout=settings.ws_ping_timeout,

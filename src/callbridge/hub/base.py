@@ -69,8 +69,15 @@ class Hub(Protocol):
         """Offer a frame or notice to every listener of the call, on every instance."""
 
     def subscribe_audio(
-        self, call_control_id: str, maxsize: int, on_drop: Callable[[], None] | None = None
-    ) -> LiveQueue[AudioItem]: ...
+        self,
+        call_control_id: str,
+        maxsize: int,
+        on_drop: Callable[[], None] | None = None,
+        queue: LiveQueue[AudioItem] | None = None,
+    ) -> LiveQueue[AudioItem]:
+        """A listener's queue for the call (`queue`, if given: one that sends as it is
+        offered, see ws/frontend_audio.py)."""
+        ...
 
     def unsubscribe_audio(self, call_control_id: str, queue: LiveQueue[AudioItem]) -> None: ...
 

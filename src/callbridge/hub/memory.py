@@ -62,9 +62,13 @@ class MemoryHub:
                 queue.offer(item)
 
     def subscribe_audio(
-        self, call_control_id: str, maxsize: int, on_drop: Callable[[], None] | None = None
+        self,
+        call_control_id: str,
+        maxsize: int,
+        on_drop: Callable[[], None] | None = None,
+        queue: LiveQueue[AudioItem] | None = None,
     ) -> LiveQueue[AudioItem]:
-        queue: LiveQueue[AudioItem] = LiveQueue(maxsize, on_drop)
+        queue = queue if queue is not None else LiveQueue(maxsize, on_drop)
         self._audio.setdefault(call_control_id, set()).add(queue)
         return queue
 

@@ -632,9 +632,13 @@ class RedisHub:
         self._publish_live(AUDIO, call_control_id, item)
 
     def subscribe_audio(
-        self, call_control_id: str, maxsize: int, on_drop: Callable[[], None] | None = None
+        self,
+        call_control_id: str,
+        maxsize: int,
+        on_drop: Callable[[], None] | None = None,
+        queue: LiveQueue[AudioItem] | None = None,
     ) -> LiveQueue[AudioItem]:
-        queue: LiveQueue[AudioItem] = LiveQueue(maxsize, on_drop)
+        queue = queue if queue is not None else LiveQueue(maxsize, on_drop)
         self._audio.setdefault(call_control_id, set()).add(queue)
         self._want(AUDIO, call_control_id)
         return queue

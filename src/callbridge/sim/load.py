@@ -11,7 +11,9 @@ time comes from /proc/<pid>/stat over the measured window, so the report can say
 microseconds one delivered frame costs.
 
 The work is spread over several processes (one event loop each) so the load generator keeps its
-own pacing; the report says what send rate it achieved.
+own pacing; the report says what send rate it achieved. Its sockets are picows clients (frames
+parsed in C, a callback per frame): with websockets' Python parser the generator itself fell
+behind at 500 streams, before the servers it measures did.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ from typing import Any
 
 import httpx
 import orjson
-from websockets.asyncio.client import ClientConnection, connect
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
-from callbridge.audio.frames import unpack_frame
+from callbridge.audio.frames import FRAME_HEADER
 from callbridge.carrier.telnyx.media import AUTH_HEADER
 from callbridge.sim.auth import (
     AuthRefused,
@@ -219,8 +221,8 @@ def _now_us() -> int:
 class _Stream:
     """Telnyx's side of one media socket, cut to what the load needs."""
 
-    def __init__(self, connection: ClientConnection, target: CallTarget) -> None:
-        self.connection = connection
+    def __init__(self, transport: WSTransport, target: CallTarget) -> None:
+        self.transport = transport
         self.target = target
         self.seq = 0
         self.chunk = 0
@@ -231,8 +233,11 @@ class _Stream:
         self.seq += 1
         return str(self.seq)
 
-    async def begin(self) -> None:
-        await self.connection.send('{"event":"connected","version":"1.0.0"}')
+    def send(self, text: str) -> None:
+        self.transport.send(WSMsgType.TEXT, text.encode())
+
+    def begin(self) -> None:
+        self.send('{"event":"connected","version":"1.0.0"}')
         start = {
             "event": "start",
             "sequence_number": self._seq(),
@@ -242,7 +247,7 @@ class _Stream:
                 "media_format": {"encoding": "PCMU", "sample_rate": 8000, "channels": 1},
             },
         }
-        await self.connection.send(orjson.dumps(start).decode())
+        self.send(orjson.dumps(start).decode())
 
     def media(self, now_us: int) -> str:
         self.chunk += 1
@@ -260,9 +265,9 @@ class _Stream:
             + '"}}'
         )
 
-    async def stop(self) -> None:
+    def stop(self) -> None:
         stop = {"event": "stop", "sequence_number": self._seq(), "stream_id": self.stream_id}
-        await self.connection.send(orjson.dumps(stop).decode())
+        self.send(orjson.dumps(stop).decode())
 
 
 class _Window:
@@ -276,52 +281,80 @@ class _Window:
         return start is not None and (timestamp - start) & U32 < 0x80000000
 
 
-async def _listen(
-    connection: ClientConnection, result: WorkerResult, ready: asyncio.Event, window: _Window
-) -> None:
-    """Count frames and their latency until the service says `end` (or closes)."""
-    latencies = result.latencies_us
-    last_chunk = 0
-    with contextlib.suppress(Exception):
-        async for raw in connection:
-            if isinstance(raw, bytes):
-                now = _now_us()
-                _kind, _track, chunk, timestamp, _payload = unpack_frame(raw)
-                result.delivered += 1
-                if window.counts(timestamp):  # after the warm-up
-                    latencies.append((now - timestamp) & U32)
-                    result.measured += 1
-                if chunk > last_chunk + 1:
-                    result.missing += chunk - last_chunk - 1
-                last_chunk = max(last_chunk, chunk)
-                continue
-            message = orjson.loads(raw)
+class _Listener(WSListener):
+    """One browser on /frontend-audio: counts frames and their latency until `end`."""
+
+    def __init__(self, result: WorkerResult, window: _Window) -> None:
+        loop = asyncio.get_running_loop()
+        self.result = result
+        self.window = window
+        self.last_chunk = 0
+        self.ready = loop.create_future()  # a format with a codec: audio will follow
+        self.ended = loop.create_future()  # `end`, or the socket closed
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        kind = frame.msg_type
+        if kind is WSMsgType.BINARY:
+            now = _now_us()
+            _kind, _track, _reserved, chunk, timestamp = FRAME_HEADER.unpack_from(
+                frame.get_payload_as_memoryview()
+            )
+            result = self.result
+            result.delivered += 1
+            if self.window.counts(timestamp):  # after the warm-up
+                result.latencies_us.append((now - timestamp) & U32)
+                result.measured += 1
+            if chunk > self.last_chunk + 1:
+                result.missing += chunk - self.last_chunk - 1
+            self.last_chunk = max(self.last_chunk, chunk)
+        elif kind is WSMsgType.TEXT:
+            message = orjson.loads(frame.get_payload_as_bytes())
             if message.get("type") == "format" and message.get("codec"):
-                ready.set()
+                _settle(self.ready)
             elif message.get("type") == "end":
-                result.dropped += int(message.get("dropped", 0))
-                return
+                self.result.dropped += int(message.get("dropped", 0))
+                _settle(self.ended)
+        elif kind is WSMsgType.CLOSE:
+            code: Any = frame.get_close_code()  # the enum, or an int for 4xxx codes
+            self.close_code = int(code.value if isinstance(code, WSCloseCode) else code)
+            self.close_reason = frame.get_close_reason() or ""
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        _settle(self.ended)
+
+
+class _Carrier(WSListener):
+    """The carrier's socket: it only sends; what comes back (talk-back) is ignored."""
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type is WSMsgType.CLOSE:
+            transport.disconnect()
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 SLOTS = 20  # phases per 20 ms frame: streams are spread evenly, 1 ms apart
 
 
-async def _until_ready(
-    ready: asyncio.Event, connection: ClientConnection, listening: asyncio.Task[None]
-) -> None:
+async def _until_ready(listener: _Listener) -> None:
     """Wait for a listener's codec; one the service closed first (a refused token, too many
     connections) fails the run with the service's close code and reason."""
-    waiting = asyncio.create_task(ready.wait())
-    try:
-        await asyncio.wait({waiting, listening}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiting.cancel()
-    if ready.is_set():
+    await asyncio.wait(
+        {listener.ready, listener.ended}, timeout=30, return_when=asyncio.FIRST_COMPLETED
+    )
+    if listener.ready.done():
         return
-    if listening.done():
+    if listener.ended.done():
         raise RuntimeError(
-            f"a listener was closed before any audio: {connection.close_code} "
-            f"{connection.close_reason or ''}".rstrip()
+            f"a listener was closed before any audio: {listener.close_code} "
+            f"{listener.close_reason}".rstrip()
         )
     raise TimeoutError("a listener got no format with a codec within 30 s")
 
@@ -336,30 +369,34 @@ async def _worker(
 ) -> WorkerResult:
     result = WorkerResult()
     window = _Window()
-    listen_tasks: list[asyncio.Task[None]] = []
+    opened: list[tuple[WSTransport, _Listener]] = []
     slots: dict[int, list[_Stream]] = {}
     for target, phase in zip(targets, phases, strict=True):
-        opened: list[tuple[asyncio.Event, ClientConnection, asyncio.Task[None]]] = []
+        waiting: list[_Listener] = []
         for index in range(listeners):
-            event = asyncio.Event()
             tokens = target.listen_tokens
-            connection = await connect(
-                target.listen_url,
-                subprotocols=token_subprotocols(tokens[index]) if tokens else None,
-                open_timeout=30,
-                max_queue=None,
+            headers = (
+                {"Sec-WebSocket-Protocol": ", ".join(token_subprotocols(tokens[index]))}
+                if tokens
+                else None
             )
-            task = asyncio.create_task(_listen(connection, result, event, window))
-            listen_tasks.append(task)
-            opened.append((event, connection, task))
-        headers = {AUTH_HEADER: target.token} if target.token else {}
-        stream = _Stream(
-            await connect(target.stream_url, additional_headers=headers, open_timeout=30),
-            target,
+            transport, listener = await ws_connect(
+                lambda: _Listener(result, window),
+                target.listen_url,
+                websocket_handshake_timeout=30,
+                extra_headers=headers,
+            )
+            assert isinstance(listener, _Listener)
+            opened.append((transport, listener))
+            waiting.append(listener)
+        headers = {AUTH_HEADER: target.token} if target.token else None
+        carrier, _ = await ws_connect(
+            _Carrier, target.stream_url, websocket_handshake_timeout=30, extra_headers=headers
         )
-        await stream.begin()
-        for event, connection, task in opened:
-            await _until_ready(event, connection, task)
+        stream = _Stream(carrier, target)
+        stream.begin()
+        for listener in waiting:
+            await _until_ready(listener)
         slots.setdefault(phase, []).append(stream)
     await asyncio.to_thread(barrier.wait)  # every worker is connected: start together
 
@@ -377,21 +414,22 @@ async def _worker(
             now = _now_us()
             result.lags_us.append(max(0, round((time.monotonic() - due) * 1e6)))
             for stream in batch:
-                await stream.connection.send(stream.media(now))
+                stream.send(stream.media(now))
             result.sent += len(batch)
         if time.monotonic() - tick_start > 2 * FRAME_SECONDS:
             result.late_ticks += 1
     result.send_seconds = time.monotonic() - began
     streams = [stream for batch in slots.values() for stream in batch]
     for stream in streams:
-        await stream.stop()
-    _done, pending = await asyncio.wait(listen_tasks, timeout=30)
+        stream.stop()
+    _done, pending = await asyncio.wait([listener.ended for _, listener in opened], timeout=30)
     if pending:
         result.errors.append(f"{len(pending)} listeners got no end message in 30 s")
-    for task in pending:
-        task.cancel()
+    for transport, _ in opened:
+        transport.disconnect()
     for stream in streams:
-        await stream.connection.close()
+        stream.transport.send_close()
+        stream.transport.disconnect()
     return result
 
 

@@ -20,7 +20,8 @@ import contextlib
 import dataclasses
 import hmac
 import time
-from collections.abc import MutableMapping
+from collections import deque
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -52,6 +53,7 @@ from callbridge.metrics import MEDIA, MEDIA_MALFORMED, MEDIA_STREAMS_ENDED, Medi
 from callbridge.runtime import Runtime
 from callbridge.ws.audio_format import format_notice
 from callbridge.ws.close_codes import CloseCode, close_reason
+from callbridge.ws.picows_bridge import FAST_SOCKET, FastSocket
 
 __all__ = ["CarrierStream", "Departure"]
 
@@ -105,6 +107,10 @@ class CarrierStream:
         self.departure: Departure | None = None  # set when this instance stops
         self.done = asyncio.Event()  # the end of the stream is recorded
         self.notified = False  # listeners were told the stream ended
+        self._sample_bytes = 1
+        self._stopped = False  # `stop` was read: later frames are ignored
+        self._slow: deque[StreamMessage] = deque()  # for `_relay`'s coroutine, in order
+        self._wake: Callable[[], None] = _nothing
 
     # --- bad input: dropped, counted, logged once per kind ----------------------------------
 
@@ -279,36 +285,97 @@ class CarrierStream:
                 runtime.connections.streams.discard(self)
 
     async def _relay(self, sample_bytes: int) -> bool:
-        """The hot loop; True if the stream ended with `stop`."""
+        """Until the stream ends; True if it ended with `stop`.
+
+        Each text frame goes through `_on_text`, synchronously: on picows (ws/picows_bridge.py)
+        it is called from the frame callback itself, without a coroutine wake-up per frame;
+        otherwise from this loop. What needs to wait (recording a DTMF, an error) is left in
+        `_slow` for this coroutine."""
+        self._sample_bytes = sample_bytes
+        fast: FastSocket | None = self.websocket.scope.get("extensions", {}).get(FAST_SOCKET)
+        if fast is not None:
+            self._wake = fast.wake
+            fast.text_hook = self._on_text
         receive = self.websocket.receive
-        reorder = self.reorder
-        while True:
-            message = await receive()
-            if message["type"] == "websocket.disconnect":
-                return False
-            parsed = self._parse(message)
-            if parsed is None:
-                continue
-            if isinstance(parsed, Stop):
-                self._release_held()
+        slow = self._slow
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    return await self._run_slow()
+                text = message.get("text")
+                if text is not None:
+                    self._on_text(text)
+                elif message.get("bytes") is not None:
+                    self._malformed("binary", "Telnyx media messages are JSON text frames")
+                if slow and await self._run_slow():
+                    return True
+        finally:
+            if fast is not None:
+                fast.text_hook = None
+
+    async def _run_slow(self) -> bool:
+        """Handle what `_on_text` left for a coroutine, in order; True once `stop` is reached."""
+        slow = self._slow
+        while slow:
+            item = slow.popleft()
+            if isinstance(item, Stop):
                 await self._close(CloseCode.NORMAL, "stream stopped")
                 return True
-            if isinstance(parsed, MediaFrame):
-                if len(parsed.payload) % sample_bytes:
-                    self._malformed("torn_sample", "L16 payload with an odd number of bytes")
-                    continue
-                self.stats.frames_in += 1
-                self.stats.bytes_in += len(parsed.payload)
-            seq = getattr(parsed, "seq", None)
-            if seq is None:
-                await self._handle(parsed)
-                continue
-            for released in reorder.push(seq, parsed):
-                if type(released) is MediaFrame:  # the common case, without a coroutine
-                    self._publish_frame(released)
-                else:
-                    await self._handle(released)
-            self._sync_reorder_stats()
+            await self._handle(item)
+        return False
+
+    def _on_text(self, text: str) -> None:
+        """One carrier frame, the hot path: parse, reorder, publish; never waits."""
+        if self._stopped:
+            return
+        if len(text) > self.settings.media_max_message_bytes:
+            self._malformed("oversized", f"{len(text)} bytes")
+            return
+        try:
+            parsed = parse_message(text)
+        except MalformedFrame as exc:
+            self._malformed(exc.kind, exc.detail)
+            return
+        if type(parsed) is MediaFrame:
+            if len(parsed.payload) % self._sample_bytes:
+                self._malformed("torn_sample", "L16 payload with an odd number of bytes")
+                return
+            stats = self.stats
+            stats.frames_in += 1
+            stats.bytes_in += len(parsed.payload)
+        elif isinstance(parsed, Stop):
+            self._stopped = True
+            self._release_held()
+            self._defer(parsed)
+            return
+        seq = getattr(parsed, "seq", None)
+        if seq is None:
+            self._deliver(parsed)
+            return
+        for released in self.reorder.push(seq, parsed):
+            if type(released) is MediaFrame:  # the common case
+                self._publish_frame(released)
+            else:
+                self._deliver(released)
+        self._sync_reorder_stats()
+
+    def _deliver(self, message: StreamMessage) -> None:
+        """A message in sequence order: what can be done now is done, the rest deferred."""
+        if isinstance(message, MediaFrame):
+            self._publish_frame(message)
+        elif isinstance(message, Mark):
+            notice = StreamNotice("mark", {"stream_id": self.stream_id, "name": message.name})
+            self.runtime.hub.publish_audio(self.call_id, notice)
+        elif isinstance(message, Start):
+            self._malformed("duplicate_start", "a second start on one stream")
+        elif isinstance(message, Dtmf | StreamError):
+            self._defer(message)
+        # `connected` after start carries nothing new.
+
+    def _defer(self, message: StreamMessage) -> None:
+        self._slow.append(message)
+        self._wake()
 
     def _release_held(self) -> None:
         """At the end, what the window still holds goes out in order (gaps are counted)."""
@@ -339,14 +406,9 @@ class CarrierStream:
         )
 
     async def _handle(self, message: StreamMessage) -> None:
-        if isinstance(message, MediaFrame):
-            self._publish_frame(message)
-        elif isinstance(message, Dtmf):
+        if isinstance(message, Dtmf):
             log.info("DTMF on media stream", call_control_id=self.call_id, digit=message.digit)
             await self.runtime.calls.media_dtmf(self.call_id, self.stream_id, message.digit)
-        elif isinstance(message, Mark):
-            notice = StreamNotice("mark", {"stream_id": self.stream_id, "name": message.name})
-            self.runtime.hub.publish_audio(self.call_id, notice)
         elif isinstance(message, StreamError):
             log.warning(
                 "Telnyx reported a media stream error",
@@ -364,9 +426,6 @@ class CarrierStream:
                     "detail": message.detail,
                 },
             )
-        elif isinstance(message, Start):
-            self._malformed("duplicate_start", "a second start on one stream")
-        # `connected` after start carries nothing new.
 
     async def _finish(self, outcome: StreamState, reason: str, seconds: float) -> None:
         reorder = self.reorder
@@ -468,6 +527,10 @@ class CarrierStream:
     async def _close(self, code: CloseCode, reason: str) -> None:
         with contextlib.suppress(Exception):
             await self.websocket.close(code, close_reason(reason))
+
+
+def _nothing() -> None:
+    return None
 
 
 def _count_talk_drop(stats: MediaStats) -> None:

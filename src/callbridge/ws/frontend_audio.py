@@ -32,6 +32,7 @@ from callbridge.ws.audio_format import TALK_INPUTS, TALK_RATES, format_notice
 from callbridge.ws.close_codes import CloseCode, close_reason
 from callbridge.ws.duplex import until_either_ends
 from callbridge.ws.gate import Admission, admit
+from callbridge.ws.picows_bridge import FAST_SOCKET, FastSocket
 
 __all__ = ["FrontendListener"]
 
@@ -55,9 +56,16 @@ class FrontendListener:
         self.talk_rate = 0
         self.talk_codec: str | None = None
         self.current_stream: str | None = None
-        self.sent = 0
+        self._sent = 0  # by `_send`; a SendingQueue counts its own
+        self.queue: LiveQueue[AudioItem] | None = None
         self._complaints: set[str] = set()
         self.admission: Admission  # set once the gate admits the socket
+
+    @property
+    def sent(self) -> int:
+        """Audio frames sent to this browser."""
+        queue = self.queue
+        return self._sent + (queue.sent if isinstance(queue, SendingQueue) else 0)
 
     def _allowed(self, grant: Grant) -> None:
         grant.require(Right.LISTEN, self.call_id or None)
@@ -81,9 +89,17 @@ class FrontendListener:
             return
         stats = MEDIA.acquire(self.call_id)
         # Subscribe before reading the call: a stream that starts in between is then queued.
+        # On picows, audio goes to the socket as it is published (SendingQueue); what cannot
+        # go at once (notices, audio behind them or while the browser lags) waits in the queue.
+        fast: FastSocket | None = self.websocket.scope.get("extensions", {}).get(FAST_SOCKET)
+        maxsize = self.settings.listener_queue_frames
         queue = self.runtime.hub.subscribe_audio(
-            self.call_id, self.settings.listener_queue_frames, lambda: _count_drop(stats)
+            self.call_id,
+            maxsize,
+            lambda: _count_drop(stats),
+            None if fast is None else SendingQueue(maxsize, fast, stats),
         )
+        self.queue = queue
         stats.listeners += 1
         try:
             await self._listen(queue, stats)
@@ -128,7 +144,7 @@ class FrontendListener:
             item = await queue.get()
             if type(item) is bytes:
                 await send({"type": "websocket.send", "bytes": item})
-                self.sent += 1
+                self._sent += 1
                 stats.frames_out += 1
                 stats.bytes_out += len(item)
                 continue
@@ -294,6 +310,31 @@ class FrontendListener:
     async def _close(self, code: CloseCode, reason: str) -> None:
         with contextlib.suppress(Exception):
             await self.websocket.close(code, close_reason(reason))
+
+
+class SendingQueue(LiveQueue[AudioItem]):
+    """A listener's queue that sends audio as it is offered, when nothing waits before it.
+
+    The carrier's frame callback publishes; each listener's frame then leaves in that same
+    call, with no task wake-up per frame. A browser that is not keeping up (the socket's write
+    buffer is over its mark) gets its audio queued instead, where the oldest is dropped."""
+
+    __slots__ = ("sent", "socket", "stats")
+
+    def __init__(self, maxsize: int, socket: FastSocket, stats: MediaStats) -> None:
+        super().__init__(maxsize, lambda: _count_drop(stats))
+        self.socket = socket
+        self.stats = stats
+        self.sent = 0
+
+    def offer(self, item: AudioItem) -> None:
+        if type(item) is bytes and not self._items and self.socket.send_binary(item):
+            self.sent += 1
+            stats = self.stats
+            stats.frames_out += 1
+            stats.bytes_out += len(item)
+            return
+        super().offer(item)
 
 
 def _count_drop(stats: MediaStats) -> None:
