@@ -11,7 +11,7 @@ import os
 import socket
 import struct
 
-OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
+OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
 
 class RawWebSocket:
@@ -64,11 +64,21 @@ class RawWebSocket:
         payload = self._read_exact(length)
         return None if payload is None else (opcode, payload)
 
-    def send(self, opcode: int, payload: bytes) -> None:
+    def send(self, opcode: int, payload: bytes, *, fin: bool = True) -> None:
         mask = os.urandom(4)
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         assert len(payload) < 126
-        self.sock.sendall(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked)
+        first = (0x80 if fin else 0) | opcode
+        self.sock.sendall(bytes([first, 0x80 | len(payload)]) + mask + masked)
+
+    def until_close(self) -> tuple[int, str] | None:
+        """Read until the server's close frame: its (code, reason), or None if it only hung up."""
+        while (frame := self.read_frame()) is not None:
+            opcode, payload = frame
+            if opcode == OP_CLOSE:
+                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+                return code, payload[2:].decode()
+        return None
 
     def close(self) -> None:
         self.sock.close()

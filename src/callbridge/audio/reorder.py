@@ -43,10 +43,13 @@ class ReorderBuffer(Generic[T]):
             raise ValueError(f"window must be >= 0 frames, got {window}")
         self.window = window
         self._next: int | None = first_seq
+        self._first = first_seq  # every seq from here to _next was released, but the skipped
         self._held: dict[int, T] = {}
         self._highest_seen: int | None = None
-        # Recently released seqs, so a re-sent copy counts as a duplicate rather than late.
-        self._recent: deque[int] = deque(maxlen=max(window, 1) * 4)
+        # A re-sent copy of a recently released seq counts as a duplicate rather than late:
+        # "recently" is the last `_horizon` seqs, less those skipped as gaps (kept here, few).
+        self._horizon = max(window, 1) * 4
+        self._skipped: deque[int] = deque(maxlen=self._horizon)
         self.late_dropped = 0
         self.duplicates = 0
         self.gaps = 0
@@ -61,12 +64,21 @@ class ReorderBuffer(Generic[T]):
         """Number of frames currently held back."""
         return len(self._held)
 
+    def take_in_order(self, seq: int) -> bool:
+        """The common case, without `push`'s bookkeeping: if `seq` is the one expected and
+        nothing is held, count it released and return True (the caller releases the item)."""
+        if seq != self._next or self._held:
+            return False
+        self._next = seq + 1
+        self._highest_seen = seq  # nothing held: every seq seen so far is below this one
+        return True
+
     def push(self, seq: int, item: T) -> list[T]:
         """Accept one frame and return the frames now releasable, in sequence order."""
         if self._next is None:
-            self._next = seq
+            self._next = self._first = seq
         if seq < self._next:
-            if seq in self._recent:
+            if self._recently_released(seq):
                 self.duplicates += 1
             else:
                 self.late_dropped += 1
@@ -86,6 +98,11 @@ class ReorderBuffer(Generic[T]):
             released.extend(self._drain())
         return released
 
+    def _recently_released(self, seq: int) -> bool:
+        assert self._next is not None
+        assert self._first is not None
+        return seq >= self._first and self._next - seq <= self._horizon and seq not in self._skipped
+
     def flush(self) -> list[T]:
         """Release everything held, in order, counting the missing seqs between as gaps.
 
@@ -101,6 +118,7 @@ class ReorderBuffer(Generic[T]):
     def _skip_to(self, seq: int) -> None:
         assert self._next is not None  # only called with frames held, so a start exists
         self.gaps += seq - self._next
+        self._skipped.extend(range(max(self._next, seq - self._horizon), seq))
         self._next = seq
 
     def _drain(self) -> list[T]:
@@ -109,6 +127,5 @@ class ReorderBuffer(Generic[T]):
         assert self._next is not None
         while self._next in self._held:
             released.append(self._held.pop(self._next))
-            self._recent.append(self._next)
             self._next += 1
         return released

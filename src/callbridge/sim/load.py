@@ -56,6 +56,7 @@ __all__ = [
 
 FRAME_SECONDS = 0.020
 U32 = 0xFFFFFFFF
+DIAL_CONCURRENCY = 32
 NO_MEDIA = "+15550100012"  # the simulator answers and leaves the media side to us
 
 
@@ -172,14 +173,23 @@ async def dial_calls(
     token_ttl: int = 3600,
 ) -> list[CallTarget]:
     """Dial `count` calls through callbridge; read each stream token from the simulator, and
-    mint a listen token per listener (AuthRefused says what to do about a 401)."""
+    mint a listen token per listener (AuthRefused says what to do about a 401).
+
+    At most DIAL_CONCURRENCY calls are set up at once: thousands of requests started together
+    wait for a pooled connection longer than any timeout, and a service under test should not
+    be measured on a stampede it would never see from one client."""
     ws = "ws" + target.removeprefix("http")
+    gate = asyncio.Semaphore(DIAL_CONCURRENCY)
     async with (
         httpx.AsyncClient(base_url=target, timeout=30, headers=api_headers(api_key)) as api,
         httpx.AsyncClient(base_url=sim, timeout=30) as simulator,
     ):
 
         async def one() -> CallTarget:
+            async with gate:
+                return await set_up()
+
+        async def set_up() -> CallTarget:
             response = await api.post("/api/calls", json={"to": NO_MEDIA})
             if response.status_code in (401, 403):
                 raise AuthRefused(explain_refusal(response, api_key is not None))
@@ -320,7 +330,7 @@ class _Listener(WSListener):
             code: Any = frame.get_close_code()  # the enum, or an int for 4xxx codes
             self.close_code = int(code.value if isinstance(code, WSCloseCode) else code)
             self.close_reason = frame.get_close_reason() or ""
-            transport.send_close(frame.get_close_code())
+            transport.send_close(WSCloseCode.OK)
             transport.disconnect()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
@@ -428,7 +438,7 @@ async def _worker(
     for transport, _ in opened:
         transport.disconnect()
     for stream in streams:
-        stream.transport.send_close()
+        stream.transport.send_close(WSCloseCode.OK)
         stream.transport.disconnect()
     return result
 

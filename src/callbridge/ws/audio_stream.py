@@ -37,15 +37,17 @@ from callbridge.carrier.telnyx.media import (
     Dtmf,
     MalformedFrame,
     Mark,
-    MediaFrame,
     Start,
     Stop,
     StreamError,
     StreamMessage,
     clear_json,
+    decode_message,
     mark_json,
     media_json,
+    media_parts,
     parse_message,
+    parse_object,
 )
 from callbridge.hub.live import LiveQueue, StreamNotice, TalkAudio, TalkControl, TalkItem
 from callbridge.logs import get_logger
@@ -98,7 +100,8 @@ class CarrierStream:
         self.call_id = ""  # known once `start` is authorised
         self.stream_id = ""
         self.malformed: dict[str, int] = {}
-        self.reorder: ReorderBuffer[StreamMessage] = ReorderBuffer(
+        # Media waits in the window as its packed browser frame; other messages as themselves.
+        self.reorder: ReorderBuffer[bytes | StreamMessage] = ReorderBuffer(
             self.settings.media_reorder_window
         )
         self.stats = MediaStats()  # replaced by the call's shared stats once known
@@ -111,6 +114,8 @@ class CarrierStream:
         self._stopped = False  # `stop` was read: later frames are ignored
         self._slow: deque[StreamMessage] = deque()  # for `_relay`'s coroutine, in order
         self._wake: Callable[[], None] = _nothing
+        self._publish = runtime.hub.publish_audio
+        self._max_bytes = self.settings.media_max_message_bytes
 
     # --- bad input: dropped, counted, logged once per kind ----------------------------------
 
@@ -325,44 +330,59 @@ class CarrierStream:
             await self._handle(item)
         return False
 
-    def _on_text(self, text: str) -> None:
-        """One carrier frame, the hot path: parse, reorder, publish; never waits."""
+    def _on_text(self, data: str | bytes | memoryview) -> None:
+        """One carrier frame, the hot path: parse, reorder, publish; never waits.
+
+        A `media` message is packed into the browser frame straight from its JSON object
+        (no MediaFrame), and an in-order frame skips the reorder window's bookkeeping."""
         if self._stopped:
             return
-        if len(text) > self.settings.media_max_message_bytes:
-            self._malformed("oversized", f"{len(text)} bytes")
+        if len(data) > self._max_bytes:
+            self._malformed("oversized", f"{len(data)} bytes")
             return
+        parsed: StreamMessage | None = None
         try:
-            parsed = parse_message(text)
+            message = decode_message(data)
+            if message.get("event") == "media":
+                seq, track, chunk, timestamp, payload = media_parts(message)
+            else:
+                parsed = parse_object(message)
         except MalformedFrame as exc:
             self._malformed(exc.kind, exc.detail)
             return
-        if type(parsed) is MediaFrame:
-            if len(parsed.payload) % self._sample_bytes:
+        reorder = self.reorder
+        if parsed is None:
+            size = len(payload)
+            if size % self._sample_bytes:
                 self._malformed("torn_sample", "L16 payload with an odd number of bytes")
                 return
             stats = self.stats
             stats.frames_in += 1
-            stats.bytes_in += len(parsed.payload)
+            stats.bytes_in += size
+            frame = pack_audio(track, chunk, timestamp, payload)
+            if seq is None or reorder.take_in_order(seq):
+                self._frames += 1
+                self._publish(self.call_id, frame)
+                return
+            released = reorder.push(seq, frame)
         elif isinstance(parsed, Stop):
             self._stopped = True
             self._release_held()
             self._defer(parsed)
             return
-        seq = getattr(parsed, "seq", None)
-        if seq is None:
-            self._deliver(parsed)
-            return
-        for released in self.reorder.push(seq, parsed):
-            if type(released) is MediaFrame:  # the common case
-                self._publish_frame(released)
-            else:
-                self._deliver(released)
+        else:
+            seq = getattr(parsed, "seq", None)
+            if seq is None:
+                self._deliver(parsed)
+                return
+            released = reorder.push(seq, parsed)
+        for item in released:
+            self._deliver(item)
         self._sync_reorder_stats()
 
-    def _deliver(self, message: StreamMessage) -> None:
+    def _deliver(self, message: bytes | StreamMessage) -> None:
         """A message in sequence order: what can be done now is done, the rest deferred."""
-        if isinstance(message, MediaFrame):
+        if type(message) is bytes:
             self._publish_frame(message)
         elif isinstance(message, Mark):
             notice = StreamNotice("mark", {"stream_id": self.stream_id, "name": message.name})
@@ -380,7 +400,7 @@ class CarrierStream:
     def _release_held(self) -> None:
         """At the end, what the window still holds goes out in order (gaps are counted)."""
         for held in self.reorder.flush():
-            if isinstance(held, MediaFrame):
+            if type(held) is bytes:
                 self._publish_frame(held)
         self._sync_reorder_stats()
 
@@ -399,11 +419,9 @@ class CarrierStream:
             stats.reordered += reordered
             self._reorder_counted = now
 
-    def _publish_frame(self, frame: MediaFrame) -> None:
+    def _publish_frame(self, frame: bytes) -> None:
         self._frames += 1
-        self.runtime.hub.publish_audio(
-            self.call_id, pack_audio(frame.track, frame.chunk, frame.timestamp, frame.payload)
-        )
+        self._publish(self.call_id, frame)
 
     async def _handle(self, message: StreamMessage) -> None:
         if isinstance(message, Dtmf):

@@ -32,7 +32,7 @@ from callbridge.ws.audio_format import TALK_INPUTS, TALK_RATES, format_notice
 from callbridge.ws.close_codes import CloseCode, close_reason
 from callbridge.ws.duplex import until_either_ends
 from callbridge.ws.gate import Admission, admit
-from callbridge.ws.picows_bridge import FAST_SOCKET, FastSocket
+from callbridge.ws.picows_bridge import BINARY, FAST_SOCKET, FastSocket
 
 __all__ = ["FrontendListener"]
 
@@ -328,7 +328,9 @@ class SendingQueue(LiveQueue[AudioItem]):
         self.sent = 0
 
     def offer(self, item: AudioItem) -> None:
-        if type(item) is bytes and not self._items and self.socket.send_binary(item):
+        socket = self.socket
+        if type(item) is bytes and socket.writable and not self._items:
+            socket.transport.send(BINARY, item)  # type: ignore[union-attr]  # writable: set
             self.sent += 1
             stats = self.stats
             stats.frames_out += 1

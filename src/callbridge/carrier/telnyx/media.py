@@ -28,9 +28,12 @@ __all__ = [
     "StreamError",
     "StreamMessage",
     "clear_json",
+    "decode_message",
     "mark_json",
     "media_json",
+    "media_parts",
     "parse_message",
+    "parse_object",
 ]
 
 AUTH_HEADER = "x-telnyx-streaming-auth-token"
@@ -145,26 +148,50 @@ def _text(container: dict[str, Any], field: str, limit: int = _MAX_TEXT) -> str:
     return value
 
 
-def _media(message: dict[str, Any]) -> MediaFrame:
-    media = _object(message, "media")
+def media_parts(message: dict[str, Any]) -> tuple[int | None, int, int, int, bytes]:
+    """(seq, track, chunk, timestamp, payload) of a `media` message: the relay's hot path
+    takes these without building a MediaFrame. Numbers as Telnyx sends them (short ASCII
+    digit strings) are read inline; anything else goes through `_int`, which says what is
+    wrong."""
+    media = message.get("media")
+    if type(media) is not dict:
+        raise MalformedFrame("missing_field", "media must be an object")
     name = media.get("track", "inbound")
-    track = _TRACKS.get(name) if isinstance(name, str) else None
+    track = _TRACKS.get(name) if type(name) is str else None
     if track is None:
         raise MalformedFrame("bad_track", "media.track must be inbound or outbound")
     payload = media.get("payload")
-    if not isinstance(payload, str):
+    if type(payload) is not str:
         raise MalformedFrame("missing_field", "media.payload must be a base64 string")
     try:
         raw = binascii.a2b_base64(payload, strict_mode=True)
     except binascii.Error as exc:
         raise MalformedFrame("bad_base64", f"media.payload is not base64: {exc}") from None
-    return MediaFrame(
-        _seq(message),
+    seq = message.get("sequence_number")
+    chunk = media.get("chunk", "0")
+    timestamp = media.get("timestamp", "0")
+    return (
+        None
+        if seq is None
+        else int(seq)
+        if type(seq) is str and len(seq) <= _MAX_DIGITS and seq.isdigit() and seq.isascii()
+        else _int(seq, "sequence_number"),
         track,
-        _int(media.get("chunk", "0"), "media.chunk"),
-        _int(media.get("timestamp", "0"), "media.timestamp"),
+        int(chunk)
+        if type(chunk) is str and len(chunk) <= _MAX_DIGITS and chunk.isdigit() and chunk.isascii()
+        else _int(chunk, "media.chunk"),
+        int(timestamp)
+        if type(timestamp) is str
+        and len(timestamp) <= _MAX_DIGITS
+        and timestamp.isdigit()
+        and timestamp.isascii()
+        else _int(timestamp, "media.timestamp"),
         raw,
     )
+
+
+def _media(message: dict[str, Any]) -> MediaFrame:
+    return MediaFrame(*media_parts(message))
 
 
 def _start(message: dict[str, Any]) -> Start:
@@ -215,14 +242,24 @@ def _error(message: dict[str, Any]) -> StreamError:
     )
 
 
-def parse_message(text: str | bytes) -> StreamMessage:
-    """One Telnyx media-stream message, or MalformedFrame saying what is wrong with it."""
+def decode_message(data: str | bytes | memoryview) -> dict[str, Any]:
+    """The JSON object of one media-stream message (MalformedFrame if it is not one)."""
     try:
-        message = orjson.loads(text)
+        message = orjson.loads(data)
     except orjson.JSONDecodeError:
-        raise MalformedFrame("bad_json", "frame is not valid JSON") from None
-    if not isinstance(message, dict):
+        raise MalformedFrame("bad_json", "frame is not valid JSON (UTF-8)") from None
+    if type(message) is not dict:
         raise MalformedFrame("bad_json", "frame is not a JSON object")
+    return message
+
+
+def parse_message(text: str | bytes | memoryview) -> StreamMessage:
+    """One Telnyx media-stream message, or MalformedFrame saying what is wrong with it."""
+    return parse_object(decode_message(text))
+
+
+def parse_object(message: dict[str, Any]) -> StreamMessage:
+    """The message a decoded JSON object is (see parse_message)."""
     event = message.get("event")
     if event == "media":
         return _media(message)
