@@ -4,12 +4,15 @@ migrations. Each PostgreSQL test gets a fresh database of its own."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from callbridge.calls.model import Call, CallState, StreamState
 from callbridge.config import normalise_database_url
+from callbridge.store.base import Decide, Decision
 from callbridge.store.sql import open_store
 from tests.backends import pg_database
 from tests.store.writes import assert_gap_free, decide
@@ -89,5 +92,36 @@ async def test_ids_no_call_can_have_find_nothing(url: str, odd: str) -> None:
         assert [e.seq for e in await store.events_after(0, call_ids=[odd, "v3:a"])] == [1, 2]
         calls, total = await store.list_calls(states=None, limit=10, offset=0, call_ids=[odd])
         assert (calls, total) == ([], 0)
+    finally:
+        await store.close()
+
+
+async def test_held_streams_are_the_active_streams_of_one_instance(url: str) -> None:
+    """The heartbeat's light query: only unfinished calls whose *active* stream it holds."""
+    store = await open_store(url)
+
+    def write(call_id: str, state: CallState, stream: StreamState, holder: str | None) -> Decide:
+        def decide_call(_current: Call | None) -> Decision:
+            call = dataclasses.replace(
+                decide(call_id, 1).call,
+                state=state,
+                stream=stream,
+                stream_id=f"s-{call_id}",
+                stream_instance=holder,
+            )
+            return Decision(call, decide(call_id, 1).events)
+
+        return decide_call
+
+    try:
+        for call_id, state, stream, holder in [
+            ("v3:mine", CallState.ANSWERED, StreamState.ACTIVE, "a:1"),
+            ("v3:other", CallState.ANSWERED, StreamState.ACTIVE, "b:2"),
+            ("v3:lost", CallState.ANSWERED, StreamState.LOST, "a:1"),
+            ("v3:ended", CallState.ENDED, StreamState.ACTIVE, "a:1"),
+        ]:
+            await store.apply(None, call_id, write(call_id, state, stream, holder))
+        assert await store.held_streams("a:1") == [("v3:mine", "s-v3:mine")]
+        assert await store.held_streams("c:3") == []
     finally:
         await store.close()

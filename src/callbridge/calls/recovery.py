@@ -65,12 +65,13 @@ class Recovery:
         """Streams the store shows `active` on this instance but whose socket is not open here
         (`open_streams`: ids): at start, every one (they died with the previous process); later,
         one whose handler could not record its end (the store was away)."""
-        held = await self.store.unfinished_calls(
-            held_by=[self.instance_id], streams=[StreamState.ACTIVE]
-        )
+        held = await self.store.held_streams(self.instance_id)
         lost = 0
-        for call in held:
-            if call.stream_id not in open_streams:
+        for call_control_id, stream_id in held:
+            if stream_id in open_streams:
+                continue
+            call = await self.store.get_call(call_control_id)  # only the few not open here
+            if call is not None and call.stream_id == stream_id:
                 lost += await self._orphan(call, reason)
         return lost
 

@@ -104,6 +104,12 @@ class Store(Protocol):
     async def forget_instances(self, silent_for: float) -> int:
         """Delete rows of instances not seen for `silent_for` seconds; how many went."""
 
+    async def held_streams(self, instance_id: str) -> list[tuple[str, str | None]]:
+        """(call_control_id, stream_id) of the unfinished calls whose active stream
+        `instance_id` holds: two columns, no Call built (it runs at every heartbeat, with
+        hundreds of calls streaming)."""
+        ...
+
     async def unfinished_calls(
         self,
         *,

@@ -366,6 +366,16 @@ class SqlStore:
             deleted = await conn.execute(sa.delete(instances).where(instances.c.last_seen < cutoff))
         return int(deleted.rowcount or 0)
 
+    async def held_streams(self, instance_id: str) -> list[tuple[str, str | None]]:
+        query = sa.select(calls.c.call_control_id, calls.c.stream_id).where(
+            calls.c.state != CallState.ENDED.value,
+            calls.c.stream_instance == instance_id,
+            calls.c.stream == StreamState.ACTIVE.value,
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [(row[0], row[1]) for row in rows]
+
     async def unfinished_calls(
         self,
         *,
