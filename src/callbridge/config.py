@@ -183,14 +183,16 @@ class Settings(BaseSettings):
         20.0,
         ge=0,
         validation_alias=_env("CALLBRIDGE_WS_PING_INTERVAL"),
-        description="Seconds between WebSocket protocol pings; keep it below the proxy's "
-        "read timeout. 0 disables pings.",
+        description="WebSocket keepalive: every half interval one sweep pings each socket that "
+        "sent nothing since the previous sweep, so a silent peer is pinged within one interval; "
+        "keep it below the proxy's read timeout. 0 disables pings.",
     )
     ws_ping_timeout: float = Field(
         20.0,
         gt=0,
         validation_alias=_env("CALLBRIDGE_WS_PING_TIMEOUT"),
-        description="Seconds a peer has to answer a ping before its connection is closed.",
+        description="Seconds a pinged peer has to answer (or send anything) before its "
+        "connection is closed with 1011 (checked at each sweep).",
     )
     events_replay_max: int = Field(
         10_000,
