@@ -10,7 +10,7 @@ import socket
 
 from tests.conftest import ServiceProcess
 from tests.helpers import with_token
-from tests.ws.rawws import OP_CONTINUATION, OP_TEXT, RawWebSocket
+from tests.ws.rawws import OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, RawWebSocket
 
 
 def _events(service: ServiceProcess) -> RawWebSocket:
@@ -102,3 +102,17 @@ def test_an_upgrade_after_a_plain_request_on_one_connection(service: ServiceProc
             rest += sock.recv(4096)
         assert rest[0] & 0x0F == OP_TEXT
         assert b'"welcome"' in rest
+
+
+def test_control_frames_between_fragments_are_allowed(service: ServiceProcess) -> None:
+    """RFC 6455 §5.4: pings and pongs may come between the fragments of a message."""
+    client = _events(service)
+    try:
+        client.send(OP_TEXT, b'{"type"', fin=False)
+        client.send(OP_PONG, b"unsolicited")
+        client.send(OP_PING, b"are you there")
+        client.send(OP_CONTINUATION, b':"ping"}')
+        opcode, payload = _next_data(client)
+        assert (opcode, json.loads(payload)) == (OP_TEXT, {"type": "pong"})
+    finally:
+        client.close()

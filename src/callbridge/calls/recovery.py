@@ -71,7 +71,12 @@ class Recovery:
             if stream_id in open_streams:
                 continue
             call = await self.store.get_call(call_control_id)  # only the few not open here
-            if call is not None and call.stream_id == stream_id:
+            if (
+                call is not None
+                and call.stream_id == stream_id
+                and call.stream is StreamState.ACTIVE
+                and call.stream_instance == self.instance_id  # not adopted meanwhile
+            ):
                 lost += await self._orphan(call, reason)
         return lost
 

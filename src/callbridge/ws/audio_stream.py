@@ -298,13 +298,14 @@ class CarrierStream:
         `_slow` for this coroutine."""
         self._sample_bytes = sample_bytes
         fast: FastSocket | None = self.websocket.scope.get("extensions", {}).get(FAST_SOCKET)
-        if fast is not None:
-            self._wake = fast.wake
-            fast.text_hook = self._on_text
         receive = self.websocket.receive
         slow = self._slow
         try:
             while True:
+                if fast is not None and fast.text_hook is None and not fast.backlog:
+                    # What arrived before is handled (in order); the hook takes the rest.
+                    self._wake = fast.wake
+                    fast.text_hook = self._on_text
                 message = await receive()
                 if message["type"] == "websocket.disconnect":
                     return await self._run_slow()

@@ -131,6 +131,8 @@ class FrontendListener:
         notice = format_notice(call)
         self.current_stream = notice.data["stream_id"]
         await self.websocket.send_text(notice.to_json())
+        if isinstance(queue, SendingQueue):
+            queue.direct = True  # the format is out: audio may go straight to the socket now
         if call.state is CallState.ENDED:
             await self.websocket.send_text(_end("call_ended", hangup_cause=call.hangup_cause))
             await self._close(CloseCode.NORMAL, "call ended")
@@ -140,17 +142,24 @@ class FrontendListener:
     async def _send(self, queue: LiveQueue[AudioItem], stats: MediaStats) -> None:
         """Queue → socket; returns after the `end` message and close."""
         send = self.websocket.send
+        sending = queue if isinstance(queue, SendingQueue) else None
         while True:
             item = await queue.get()
-            if type(item) is bytes:
-                await send({"type": "websocket.send", "bytes": item})
-                self._sent += 1
-                stats.frames_out += 1
-                stats.bytes_out += len(item)
-                continue
-            assert isinstance(item, StreamNotice)
-            if await self._notice(item, queue):
-                return
+            if sending is not None:  # what the publisher offers meanwhile must queue behind it
+                sending.busy = True
+            try:
+                if type(item) is bytes:
+                    await send({"type": "websocket.send", "bytes": item})
+                    self._sent += 1
+                    stats.frames_out += 1
+                    stats.bytes_out += len(item)
+                    continue
+                assert isinstance(item, StreamNotice)
+                if await self._notice(item, queue):
+                    return
+            finally:
+                if sending is not None:
+                    sending.busy = False
 
     async def _notice(self, notice: StreamNotice, queue: LiveQueue[AudioItem]) -> bool:
         """Forward a notice; True if it ended this listener's session."""
@@ -319,17 +328,25 @@ class SendingQueue(LiveQueue[AudioItem]):
     call, with no task wake-up per frame. A browser that is not keeping up (the socket's write
     buffer is over its mark) gets its audio queued instead, where the oldest is dropped."""
 
-    __slots__ = ("sent", "socket", "stats")
+    __slots__ = ("busy", "direct", "sent", "socket", "stats")
 
     def __init__(self, maxsize: int, socket: FastSocket, stats: MediaStats) -> None:
         super().__init__(maxsize, lambda: _count_drop(stats))
         self.socket = socket
         self.stats = stats
         self.sent = 0
+        self.direct = False  # until the listener's `format` is sent, everything queues
+        self.busy = False  # the listener's task is sending an item it took from the queue
 
     def offer(self, item: AudioItem) -> None:
         socket = self.socket
-        if type(item) is bytes and socket.writable and not self._items:
+        if (
+            type(item) is bytes
+            and socket.writable
+            and self.direct
+            and not self._items
+            and not self.busy
+        ):
             socket.transport.send(BINARY, item)  # type: ignore[union-attr]  # writable: set
             self.sent += 1
             stats = self.stats

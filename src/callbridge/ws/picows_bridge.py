@@ -56,6 +56,7 @@ MAX_REQUEST_LINE = 8192  # as websockets: a longer request line gets 414
 MAX_HEADER_LINE = 8192  # a longer header line, or more headers, gets 431
 MAX_HEADERS = 128
 READ_BUFFER = 2048  # picows's smallest; grows as messages need (10,000 idle sockets: -140 MB)
+INBOX_LIMIT = 32  # messages the application has not read yet before the peer is not read
 CLOSE_TIMEOUT = 2.0  # after our close frame, how long the peer has to answer with its own
 WRITE_BUFFER_HIGH = 16 * 1024  # beyond this, a socket is "not writable" and audio is dropped
 
@@ -184,8 +185,8 @@ class Keepalive:
             elif now - socket.pinged_at > self.timeout:
                 log.info("Keepalive ping unanswered; closing", path=socket.scope["path"])
                 socket.close_now(1011, "keepalive ping timeout")
-                if socket.transport is not None:
-                    socket.transport.disconnect()
+                if socket.transport is not None:  # a dead peer never drains what we queued
+                    socket.transport.disconnect(False)
         self._schedule()
 
 
@@ -388,6 +389,8 @@ class FastSocket(WSListener):
         if kind is WSMsgType.CLOSE:
             self._peer_closed(transport, frame)
             return
+        if kind is WSMsgType.PING or kind is WSMsgType.PONG or self.closed:
+            return  # pings are answered by picows; after a close, data is ignored (RFC 6455)
         if kind is WSMsgType.CONTINUATION or not frame.fin or self._parts:
             self._fragment(frame)
             return
@@ -407,7 +410,7 @@ class FastSocket(WSListener):
         if self._close_timer is not None:
             self._close_timer.cancel()
         received = transport.close_handshake.recv if transport.close_handshake else None
-        code = _as_int(received.code) if received is not None else 1006
+        code = (_as_int(received.code) or 1005) if received is not None else 1006
         reason = received.reason if received is not None else ""
         self._push({"type": "websocket.disconnect", "code": code, "reason": reason})
         self._wake_senders()
@@ -475,11 +478,20 @@ class FastSocket(WSListener):
 
     def _push(self, message: dict[str, Any]) -> None:
         self._inbox.append(message)
+        if len(self._inbox) == INBOX_LIMIT and self.transport is not None and not self.closed:
+            # The application is not reading (awaiting the store, say): stop reading the peer,
+            # as websockets did, rather than queue without bound.
+            self.transport.underlying_transport.pause_reading()
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+
+    @property
+    def backlog(self) -> int:
+        """Messages queued for `receive()` that the application has not read yet."""
+        return len(self._inbox)
 
     def wake(self) -> None:
         """Let the handler's `receive()` return (an empty message): a hook left it work."""
@@ -493,6 +505,9 @@ class FastSocket(WSListener):
             self._waiter = self.upgrade.loop.create_future()
             await self._waiter
         message = self._inbox.popleft()
+        if len(self._inbox) == INBOX_LIMIT - 1 and self.transport is not None:
+            with contextlib.suppress(Exception):  # the connection may be gone already
+                self.transport.underlying_transport.resume_reading()
         if message["type"] == "websocket.disconnect":
             self._inbox.append(message)  # every later receive says so too
         return message
@@ -549,7 +564,9 @@ class FastSocket(WSListener):
         self.closed = True
         self.writable = False
         transport.send_close(_close_code(code), reason.encode()[:123])
-        self._close_timer = self.upgrade.loop.call_later(CLOSE_TIMEOUT, transport.disconnect)
+        # Not graceful after the timeout: a peer that does not answer may not read either, and
+        # a graceful close would wait for our write buffer to drain (for TCP's retries: minutes).
+        self._close_timer = self.upgrade.loop.call_later(CLOSE_TIMEOUT, transport.disconnect, False)
         self._wake_senders()
 
     async def _run_app(self) -> None:
@@ -562,6 +579,8 @@ class FastSocket(WSListener):
             self.close_now(1011, "internal error")
         else:
             self.close_now(1000, "")
+        finally:
+            self.scope["extensions"].pop(FAST_SOCKET, None)  # no cycle left for the collector
 
 
 def _as_int(code: Any) -> int:
