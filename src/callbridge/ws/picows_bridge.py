@@ -7,8 +7,8 @@ synchronously. So every WebSocket upgrade that uvicorn's httptools protocol acce
 to a picows protocol on the same TCP connection (the same port, 5006), and the application
 runs as ASGI on top of it: routing, middleware (drain tracking, proxy headers), the gate and the
 handlers are unchanged. Two hooks in `scope["extensions"]` let the audio handlers skip ASGI on
-their hot paths: a text hook that gets each carrier frame synchronously, and a direct binary
-send with the transport's back-pressure state (`FastSocket`).
+their hot paths: a text hook that gets each carrier frame synchronously, and the picows
+transport itself with its back-pressure state (`FastSocket.writable`) for direct sends.
 
 uvicorn hands an upgrade over by creating `config.ws_protocol_class`, feeding it the request
 bytes it parsed and installing it on the transport; `PicowsUpgrade` is that class. It feeds the
@@ -545,15 +545,7 @@ class FastSocket(WSListener):
         if self._resumed is not None and not self._resumed.done():
             self._resumed.set_result(None)
 
-    # --- the hot path and closing ----------------------------------------------------------
-
-    def send_binary(self, data: bytes) -> bool:
-        """Send now, without ASGI; False (and nothing sent) if the peer is not keeping up."""
-        if not self.writable:
-            return False
-        assert self.transport is not None
-        self.transport.send(WSMsgType.BINARY, data)
-        return True
+    # --- closing -------------------------------------------------------------------------
 
     def close_now(self, code: int, reason: str) -> None:
         """Send a close frame (once), then drop the connection when the peer answers or after
